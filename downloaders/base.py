@@ -1,0 +1,92 @@
+"""The contract every source (Hugging Face, ModelScope, third-party) implements.
+
+A downloader knows its hub's metadata API and its library's native cache layout. It never moves bytes
+itself: `resolve()` lists the files of an exact commit, the shared transfer engine fetches them to
+`blob_path()`, and `link()` makes the native layout point at them, so that the hub library finds the
+model offline with no help from us.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+from runpod_model_manager.specs import ModelSpec
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file of a resolved commit."""
+
+    path: str  # POSIX path inside the repo, as the hub lists it
+    size: int
+    url: str  # GET-able with HTTP Range
+    checksum: str | None = None  # "sha256:<hex>" or "git-sha1:<hex>", as published by the hub
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model pinned to an exact commit, with every file of that commit."""
+
+    spec: ModelSpec
+    commit: str
+    files: tuple[RemoteFile, ...]
+
+    @property
+    def selected(self) -> tuple[RemoteFile, ...]:
+        """The files that pass the spec's include/exclude patterns."""
+        return tuple(f for f in self.files if self.spec.wants(f.path))
+
+
+class Downloader(ABC):
+    """Base class of a source. Subclasses set the class attributes and implement the methods."""
+
+    source: ClassVar[str]  # name used in specs and projects, e.g. "huggingface"
+    module: ClassVar[str]  # the hub library it imports, checked by is_available()
+    package: ClassVar[str]  # the pip distribution that provides it
+    default_revision: ClassVar[str]  # branch used when a spec names none
+    token_env: ClassVar[tuple[str, ...]] = ()  # environment variables holding a token
+
+    def __init__(self, cache_root: Path, token: str | None = None):
+        self.cache_root = Path(cache_root)
+        self.token = token
+
+    @classmethod
+    def is_available(cls) -> bool:
+        return importlib.util.find_spec(cls.module) is not None
+
+    @classmethod
+    def install_hint(cls) -> str:
+        return f"the '{cls.source}' source needs the {cls.package} package: pip install '{cls.package}'"
+
+    @classmethod
+    @abstractmethod
+    def env(cls, cache_root: Path) -> dict[str, str]:
+        """Environment variables that make the hub library read this cache (what `env` prints)."""
+
+    @abstractmethod
+    def file_url(self, repo_id: str, commit: str, path: str) -> str:
+        """The URL of one file at a commit (built without a request, so locked models need no resolution)."""
+
+    @abstractmethod
+    def resolve(self, spec: ModelSpec) -> ResolvedModel:
+        """Pin the spec's revision to a commit and list its files (network; raises ModelError)."""
+
+    @abstractmethod
+    def blob_path(self, model: ResolvedModel, file: RemoteFile) -> Path:
+        """Where the finished bytes of `file` live. The engine only ever renames a checked file here."""
+
+    @abstractmethod
+    def link(self, model: ResolvedModel, files: tuple[RemoteFile, ...]) -> None:
+        """Make the native layout expose `files` (all present in blob_path) for `model`'s revision."""
+
+    @abstractmethod
+    def model_path(self, model: ResolvedModel) -> Path:
+        """The directory a consumer loads the model from."""
+
+    def request_headers(self) -> dict[str, str]:
+        """Headers for file GETs (authentication)."""
+        return {}

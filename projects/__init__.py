@@ -1,0 +1,1 @@
+"""Projects: each module here that defines a BaseProject subclass is registered (see loader.py)."""

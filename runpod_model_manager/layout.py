@@ -1,0 +1,53 @@
+"""Small filesystem primitives that keep a shared cache consistent: atomic writes, links, safe paths."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path, PurePosixPath
+
+
+class UnsafePathError(ValueError):
+    """A path from the hub that would land outside the model's directory."""
+
+
+def check_repo_path(path: str) -> str:
+    """Refuse a hub file name that is absolute, has '..' or empty parts, or a backslash/NUL."""
+    pure = PurePosixPath(path)
+    if (
+        not path
+        or pure.is_absolute()
+        or any(part in ("..", ".", "") for part in path.split("/"))
+        or "\\" in path
+        or "\0" in path
+        or (len(path) > 1 and path[1] == ":")
+    ):
+        raise UnsafePathError(f"refused the hub file name {path!r}: it would be written outside the model directory")
+    return path
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a small file so that readers see the old or the new content, never a partial one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def relative_symlink(target: Path, link: Path) -> None:
+    """Point `link` at `target` with a relative symlink, replacing whatever is there atomically."""
+    link.parent.mkdir(parents=True, exist_ok=True)
+    relative = os.path.relpath(target, link.parent)
+    if link.is_symlink() and os.readlink(link) == relative:
+        return
+    tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    os.symlink(relative, tmp)
+    os.replace(tmp, link)

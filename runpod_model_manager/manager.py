@@ -1,0 +1,273 @@
+"""Download orchestration: resolve specs to commits, plan the missing files, fetch them all through one
+worker pool, then expose each model in its native layout and record it as complete."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+
+from downloaders.base import Downloader, ResolvedModel
+from downloaders.factory import get_downloader_class
+from runpod_model_manager.cache import CacheRoot
+from runpod_model_manager.errors import ModelError, TransferError, UserError
+from runpod_model_manager.layout import UnsafePathError, check_repo_path
+from runpod_model_manager.lockfile import LockFile
+from runpod_model_manager.records import Records
+from runpod_model_manager.specs import ModelSpec
+from runpod_model_manager.transfer import DiskFullError, EngineSettings, FileBusy, Progress, Transfer, TransferEngine
+
+RESOLVE_WORKERS = 8
+
+
+@dataclass
+class ModelResult:
+    spec: ModelSpec
+    status: str  # "complete" (nothing to do) | "downloaded" | "planned" (dry run) | "failed"
+    commit: str | None = None
+    files: int = 0
+    total_bytes: int = 0
+    transferred_bytes: int = 0
+    missing_files: list[str] = field(default_factory=list)
+    missing_bytes: int = 0
+    path: str | None = None
+    error: str | None = None
+
+    def as_json(self) -> dict:
+        return {
+            "model": self.spec.repo_id,
+            "source": self.spec.source,
+            "revision": self.spec.revision,
+            "commit": self.commit,
+            "status": self.status,
+            "files": self.files,
+            "total_bytes": self.total_bytes,
+            "transferred_bytes": self.transferred_bytes,
+            "missing_files": self.missing_files,
+            "missing_bytes": self.missing_bytes,
+            "path": self.path,
+            "error": self.error,
+        }
+
+
+@dataclass
+class _Job:
+    model: ResolvedModel
+    downloader: Downloader
+    result: ModelResult
+    pending: int = 0
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1000
+    return str(n)
+
+
+class ModelManager:
+    def __init__(
+        self,
+        cache: CacheRoot,
+        *,
+        token: str | None = None,
+        lock: LockFile | None = None,
+        frozen: bool = False,
+        settings: EngineSettings | None = None,
+        progress: Progress | None = None,
+        workers: int = 8,
+    ):
+        self.cache = cache
+        self.token = token
+        self.lock = lock
+        self.frozen = frozen
+        self.settings = settings or EngineSettings()
+        self.progress = progress or Progress()
+        self.workers = workers
+        self.records = Records(cache.state)
+        self._downloaders: dict[str, Downloader] = {}
+
+    # -- sources ------------------------------------------------------------------------------------
+    def downloader(self, source: str) -> Downloader:
+        if source not in self._downloaders:
+            cls = get_downloader_class(source)
+            token = self.token or _token_from_env(cls)
+            self._downloaders[source] = cls(self.cache.path, token)
+        return self._downloaders[source]
+
+    def resolve(self, spec: ModelSpec) -> ResolvedModel:
+        """The commit to fetch: from the lock file when it pins the spec, else from the hub."""
+        downloader = self.downloader(spec.source)
+        pinned = self.lock.pinned(spec, downloader.file_url) if self.lock else None
+        if pinned is not None:
+            return pinned
+        if self.frozen:
+            raise ModelError(str(spec), "not in the lock file; run `download-models lock` (--frozen resolves nothing).")
+        model = downloader.resolve(spec)
+        for file in model.files:
+            try:
+                check_repo_path(file.path)
+            except UnsafePathError as exc:
+                raise ModelError(str(spec), str(exc)) from None
+        return model
+
+    def resolve_all(self, specs: list[ModelSpec]) -> list[ResolvedModel | ModelError]:
+        def one(spec: ModelSpec) -> ResolvedModel | ModelError:
+            try:
+                return self.resolve(spec)
+            except ModelError as exc:
+                return exc
+            except UserError as exc:
+                return ModelError(str(spec), str(exc))
+
+        with ThreadPoolExecutor(max_workers=RESOLVE_WORKERS) as pool:
+            return list(pool.map(one, specs))
+
+    # -- status, offline ----------------------------------------------------------------------------
+    def local_state(self, spec: ModelSpec) -> tuple[ResolvedModel | None, list[str], int]:
+        """(known revision, missing files, bytes on disk) from the lock file or our records, no network."""
+        downloader = self.downloader(spec.source)
+        model = self.lock.pinned(spec, downloader.file_url) if self.lock else None
+        if model is None:
+            commit = self.records.commit_for(spec, downloader.default_revision)
+            model = self.records.manifest(spec, commit) if commit else None
+        if model is None:
+            return None, [], 0
+        missing, present = self._missing(downloader, model)
+        return model, [f.path for f in missing], present
+
+    def _missing(self, downloader: Downloader, model: ResolvedModel):
+        missing, present_bytes = [], 0
+        root = downloader.model_path(model)
+        for file in model.selected:
+            try:
+                ok = (root / file.path).stat().st_size == file.size
+            except OSError:
+                ok = False
+            if ok:
+                present_bytes += file.size
+            else:
+                missing.append(file)
+        return missing, present_bytes
+
+    # -- download -----------------------------------------------------------------------------------
+    def download(self, specs: Iterable[ModelSpec], *, dry_run: bool = False, force: bool = False) -> list[ModelResult]:
+        specs = list(dict.fromkeys(specs))
+        results: list[ModelResult] = []
+        jobs: list[_Job] = []
+        for spec, resolved in zip(specs, self.resolve_all(specs), strict=True):
+            if isinstance(resolved, ModelError):
+                results.append(ModelResult(spec, "failed", error=resolved.reason))
+                continue
+            downloader = self.downloader(spec.source)
+            selected = resolved.selected
+            result = ModelResult(
+                spec,
+                "complete",
+                commit=resolved.commit,
+                files=len(selected),
+                total_bytes=sum(f.size for f in selected),
+                path=str(downloader.model_path(resolved)),
+            )
+            if not selected:
+                result.status, result.error = "failed", "no file of this revision matches the include/exclude patterns."
+            results.append(result)
+            if result.status != "failed":
+                jobs.append(_Job(resolved, downloader, result))
+
+        engine = TransferEngine(self.cache.state, self.settings, self.progress)
+        plans = {id(job): self._plan(job, engine, force) for job in jobs}
+        if dry_run:
+            for job in jobs:
+                job.result.status = "planned" if plans[id(job)] else "complete"
+            return results
+        self._check_space(engine, [t for ts in plans.values() for t in ts])
+        self._run(jobs, plans, engine, force)
+        return results
+
+    def _plan(self, job: _Job, engine: TransferEngine, force: bool) -> list[Transfer]:
+        missing = list(job.model.selected) if force else self._missing(job.downloader, job.model)[0]
+        headers = job.downloader.request_headers()
+        transfers = []
+        for file in missing:
+            dest = job.downloader.blob_path(job.model, file)
+            transfers.append(
+                Transfer(file.url, dest, file.size, file.checksum, f"{job.model.spec.repo_id}: {file.path}", headers)
+            )
+        job.result.missing_files = [f.path for f in missing]
+        job.result.missing_bytes = sum(t.size - engine.resumable_bytes(t) for t in transfers)
+        return transfers
+
+    def _check_space(self, engine: TransferEngine, transfers: list[Transfer]) -> None:
+        needed = sum(t.size - engine.resumable_bytes(t) for t in transfers)
+        if not needed:
+            return
+        free = shutil.disk_usage(self.cache.path).free
+        if needed > free:
+            raise UserError(
+                f"not enough disk space in {self.cache.path}: the download needs {_human(needed)} "
+                f"but only {_human(free)} is free; free up space or use a larger volume (nothing was written)."
+            )
+
+    def _run(self, jobs: list[_Job], plans: dict[int, list[Transfer]], engine: TransferEngine, force: bool) -> None:
+        owner: dict[Future, _Job] = {}
+        deferred: list[tuple[Transfer, _Job]] = []
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+
+            def submit(t: Transfer, job: _Job, wait_for_lock: bool) -> None:
+                owner[pool.submit(self._fetch, engine, t, wait_for_lock, force)] = (t, job)
+
+            for job in jobs:
+                job.pending = len(plans[id(job)])
+                if not job.pending:
+                    self._complete(job)
+                for t in plans[id(job)]:
+                    submit(t, job, False)
+            while owner:
+                done, _ = wait(list(owner), return_when=FIRST_COMPLETED)
+                for future in done:
+                    t, job = owner.pop(future)
+                    try:
+                        job.result.transferred_bytes += future.result()
+                    except FileBusy:
+                        self.progress.note(f"{t.label}: another process is downloading it; waiting for it")
+                        deferred.append((t, job))
+                        continue
+                    except DiskFullError as exc:
+                        for f in owner:
+                            f.cancel()
+                        raise UserError(
+                            f"{exc.strerror}: free up space on {self.cache.path}, then run again "
+                            "(finished files are kept and partial ones resume)."
+                        ) from None
+                    except (TransferError, OSError) as exc:
+                        job.result.status = "failed"
+                        job.result.error = job.result.error or str(exc)
+                    job.pending -= 1
+                    if job.pending == 0 and job.result.status != "failed":
+                        self._complete(job)
+                if not owner and deferred:
+                    for t, job in deferred:
+                        submit(t, job, True)
+                    deferred.clear()
+
+    @staticmethod
+    def _fetch(engine: TransferEngine, t: Transfer, wait_for_lock: bool, force: bool) -> int:
+        return engine.fetch(t, wait=wait_for_lock, force=force)
+
+    def _complete(self, job: _Job) -> None:
+        try:
+            job.downloader.link(job.model, job.model.selected)
+            self.records.record(job.model, job.downloader.default_revision)
+        except OSError as exc:
+            job.result.status, job.result.error = "failed", f"could not write the cache layout: {exc}"
+            return
+        if job.result.transferred_bytes or job.result.missing_files:
+            job.result.status = "downloaded"
+
+
+def _token_from_env(cls: type[Downloader]) -> str | None:
+    return next((os.environ[v] for v in cls.token_env if os.environ.get(v)), None)

@@ -1,0 +1,46 @@
+"""What we know about downloaded revisions, kept under <root>/.runpod-model-manager so that `list` and warm
+re-runs need no network: which commit each requested revision resolved to, and each commit's file manifest.
+
+A manifest is written (atomically) only after every selected file of the model is in place; it is never
+trusted alone: completeness is always checked against the files on disk.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from downloaders.base import RemoteFile, ResolvedModel
+from runpod_model_manager.layout import atomic_write_text
+from runpod_model_manager.specs import ModelSpec
+
+
+class Records:
+    def __init__(self, state_dir: Path):
+        self.dir = Path(state_dir)
+
+    def _model_dir(self, source: str, repo_id: str) -> Path:
+        return self.dir / "models" / source / repo_id
+
+    def commit_for(self, spec: ModelSpec, default_revision: str) -> str | None:
+        ref = self._model_dir(spec.source, spec.repo_id) / "refs" / (spec.revision or default_revision)
+        try:
+            return ref.read_text().strip()
+        except OSError:
+            return None
+
+    def manifest(self, spec: ModelSpec, commit: str) -> ResolvedModel | None:
+        path = self._model_dir(spec.source, spec.repo_id) / "manifests" / f"{commit}.json"
+        try:
+            data = json.loads(path.read_text())
+            files = tuple(RemoteFile(f["path"], f["size"], f["url"], f.get("checksum")) for f in data["files"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return ResolvedModel(spec, commit, files)
+
+    def record(self, model: ResolvedModel, default_revision: str) -> None:
+        spec = model.spec
+        base = self._model_dir(spec.source, spec.repo_id)
+        files = [{"path": f.path, "size": f.size, "url": f.url, "checksum": f.checksum} for f in model.files]
+        atomic_write_text(base / "manifests" / f"{model.commit}.json", json.dumps({"files": files}, indent=1))
+        atomic_write_text(base / "refs" / (spec.revision or default_revision), model.commit)
