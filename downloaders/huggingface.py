@@ -24,6 +24,10 @@ def _endpoint() -> str:
     return os.environ.get("HF_ENDPOINT", DEFAULT_ENDPOINT).rstrip("/")
 
 
+class _GatedWithoutToken(Exception):
+    """The repo's metadata is public but its files need a token that was not given."""
+
+
 class HuggingFaceDownloader(Downloader):
     source = "huggingface"
     module = "huggingface_hub"
@@ -58,6 +62,8 @@ class HuggingFaceDownloader(Downloader):
             )
         except Exception as exc:
             raise ModelError(str(spec), self._explain(exc, spec)) from exc
+        if info.gated and not self.token:
+            raise ModelError(str(spec), self._explain(_GatedWithoutToken(), spec))
         files = []
         for sibling in info.siblings or ():
             if sibling.lfs is not None:
@@ -79,7 +85,7 @@ class HuggingFaceDownloader(Downloader):
             RevisionNotFoundError,
         )
 
-        if isinstance(exc, GatedRepoError):
+        if isinstance(exc, GatedRepoError | _GatedWithoutToken):
             return (
                 "this repository is gated: accept its terms on the Hub, then pass --token or set HF_TOKEN."
                 if not self.token

@@ -161,10 +161,6 @@ def download(
     if not (models or all_projects or project_names):
         raise UserError("nothing to download: give model IDs, --all or --project NAME (see --help).")
     source = normalize_source(source)
-    if source != "auto":
-        from downloaders.factory import get_downloader_class
-
-        get_downloader_class(source)
     reporter = make_reporter(json_output, quiet, verbose)
     specs: list[ModelSpec] = []
     if all_projects or project_names:
@@ -172,6 +168,7 @@ def download(
             specs.extend(project.model_specs())
     for text in models:
         specs.append(parse_model_spec(text, source).with_overrides(revision, include, exclude))
+    _check_sources({source} - {"auto"} | {spec.source for spec in specs})
     cache = _open_cache(cache_dir, reporter, create=not dry_run)
     manager = _manager(cache, token, lock_file, frozen, reporter, workers, connections)
     try:
@@ -180,6 +177,13 @@ def download(
         reporter.close()
     _print_results(results, dry_run, json_output, quiet)
     sys.exit(EXIT_FAILED if any(r.status == "failed" for r in results) else EXIT_OK)
+
+
+def _check_sources(sources: set[str]) -> None:
+    from downloaders.factory import get_downloader_class
+
+    for name in sorted(sources):
+        get_downloader_class(name)
 
 
 def _print_results(results, dry_run, json_output, quiet):
