@@ -42,6 +42,14 @@ def handle_errors(func):
                 logging.exception("details")
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("error: interrupted; run the same command again to resume.", err=True)
+            sys.exit(130)
+        except Exception as exc:  # a bug: still one line, with the traceback behind -v
+            if kwargs.get("verbose"):
+                logging.exception("details")
+            click.echo(f"error: unexpected {type(exc).__name__}: {exc} (run with -v for details)", err=True)
+            sys.exit(EXIT_FAILED)
 
     return wrapper
 
@@ -307,6 +315,42 @@ def lock(project_names, upgrade, cache_dir, token, lock_file, json_output, quiet
     if not quiet:
         click.echo(f"locked {len(specs) - len(failed)} models in {lock_file}")
     sys.exit(EXIT_FAILED if failed else EXIT_OK)
+
+
+@cli.command()
+@click.argument("models", nargs=-1)
+@click.option("--project", "project_names", multiple=True, help="Only this project's models (repeatable).")
+@click.option("--repair", is_flag=True, help="Download again only the files that fail the check.")
+@common_options
+@handle_errors
+def verify(models, project_names, repair, cache_dir, token, lock_file, json_output, quiet, verbose):
+    """Re-hash downloaded files against the hub's checksums (default: every project model)."""
+    from runpod_model_manager.verify import verify_models
+
+    reporter = make_reporter(json_output, quiet, verbose)
+    specs = [parse_model_spec(text) for text in models]
+    if project_names or not models:
+        specs += [s for p in _projects(project_names, reporter) for s in p.model_specs()]
+    cache = _open_cache(cache_dir, reporter)
+    manager = _manager(cache, token, lock_file, False, reporter)
+    reports = verify_models(manager, specs)
+    bad = [r for r in reports if r.problems]
+    if repair and bad:
+        for report in bad:
+            report.remove_bad_files()
+        results = manager.download([r.spec for r in bad])
+        reporter.close()
+        for report, result in zip(bad, results, strict=True):
+            report.repaired = result.status != "failed"
+            report.repair_error = result.error
+    reporter.close()
+    if json_output:
+        click.echo(json.dumps({"models": [r.as_json() for r in reports]}, indent=2))
+    else:
+        for report in reports:
+            click.echo(report.summary())
+    unresolved = [r for r in bad if not r.repaired]
+    sys.exit(EXIT_FAILED if unresolved else EXIT_OK)
 
 
 def main():

@@ -246,6 +246,9 @@ class ModelManager:
                     except (TransferError, OSError) as exc:
                         job.result.status = "failed"
                         job.result.error = job.result.error or str(exc)
+                    except Exception as exc:  # a bug must fail this model, not the whole run
+                        job.result.status = "failed"
+                        job.result.error = job.result.error or f"{t.label}: unexpected {type(exc).__name__}: {exc}"
                     job.pending -= 1
                     if job.pending == 0 and job.result.status != "failed":
                         self._complete(job)

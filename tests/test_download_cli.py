@@ -29,7 +29,7 @@ def repo_files(big_file: Path) -> dict[str, bytes | Path]:
         "README.md": b"# tiny\n",
         "tokenizer/vocab.txt": b"a\nb\nc\n",
         "nested/deeper/weights.bin": os.urandom(300_000),
-        "données/modèle_é.txt": "non-ASCII name".encode(),
+        "données/modèle_é.txt": b"non-ASCII name",
         "model.safetensors": big_file,
     }
 
@@ -297,7 +297,8 @@ def test_help_and_list_do_not_import_hub_libraries(hub_env, tmp_path):
         "from runpod_model_manager.cli import cli\n"
         "for args in (['--help'], ['list', '--cache-dir', sys.argv[1]], ['download', '--help']):\n"
         "    assert CliRunner().invoke(cli, args).exit_code == 0, args\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('huggingface_hub', 'modelscope', 'modelscope_hub')))\n"
+        "heavy = ('huggingface_hub', 'modelscope', 'modelscope_hub')\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
     )
     result = run_python(hub_env.env, code.replace("sys.argv[1]", repr(str(tmp_path))))
     assert result.returncode == 0, result.stderr
