@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from downloaders.base import Downloader, ResolvedModel
+from downloaders.base import Downloader, RemoteFile, ResolvedModel
 from downloaders.factory import get_downloader_class
 from runpod_model_manager.cache import CacheRoot
 from runpod_model_manager.errors import ModelError, TransferError, UserError
@@ -89,6 +89,7 @@ class ModelManager:
         self.workers = workers
         self.records = Records(cache.state)
         self._downloaders: dict[str, Downloader] = {}
+        self._replace: set = set()  # files present but outdated: fetched again and swapped atomically
 
     # -- sources ------------------------------------------------------------------------------------
     def downloader(self, source: str) -> Downloader:
@@ -112,6 +113,8 @@ class ModelManager:
                 check_repo_path(file.path)
             except UnsafePathError as exc:
                 raise ModelError(str(spec), str(exc)) from None
+        if model.commit in ("", ".", "..") or any(c in model.commit for c in "/\\\0"):  # names folders and files
+            raise ModelError(str(spec), f"refused the hub's commit id {model.commit!r}: it is not a commit hash.")
         return model
 
     def resolve_all(self, specs: list[ModelSpec]) -> list[ResolvedModel | ModelError]:
@@ -189,7 +192,13 @@ class ModelManager:
         return results
 
     def _plan(self, job: _Job, engine: TransferEngine, force: bool) -> list[Transfer]:
-        missing = list(job.model.selected) if force else self._missing(job.downloader, job.model)[0]
+        if force:
+            missing = list(job.model.selected)
+        else:
+            missing = self._missing(job.downloader, job.model)[0]
+            changed = self._changed_in_place(job, {f.path for f in missing})
+            self._replace |= {job.downloader.blob_path(job.model, f) for f in changed}
+            missing += changed
         headers = job.downloader.request_headers()
         transfers = []
         for file in missing:
@@ -200,6 +209,29 @@ class ModelManager:
         job.result.missing_files = [f.path for f in missing]
         job.result.missing_bytes = sum(t.size - engine.resumable_bytes(t) for t in transfers)
         return transfers
+
+    def _changed_in_place(self, job: _Job, already: set[str]) -> list[RemoteFile]:
+        """Files that sit at the same path for another commit of this revision with other content.
+
+        Only possible where a layout is keyed by revision name (ModelScope's snapshots/master): a branch
+        that moved on can change a file and keep its size, so size alone would call the old one complete.
+        """
+        spec, downloader = job.model.spec, job.downloader
+        previous_commit = self.records.commit_for(spec, downloader.default_revision)
+        if previous_commit in (None, job.model.commit):
+            return []
+        previous = self.records.manifest(spec, previous_commit)
+        if previous is None:
+            return []
+        before = {f.path: f.checksum for f in previous.files}
+        return [
+            f
+            for f in job.model.selected
+            if f.path in before
+            and before[f.path] != f.checksum
+            and f.path not in already
+            and downloader.blob_path(job.model, f) == downloader.blob_path(previous, f)
+        ]
 
     def _check_space(self, engine: TransferEngine, transfers: list[Transfer]) -> None:
         needed = sum(t.size - engine.resumable_bytes(t) for t in transfers)
@@ -257,9 +289,8 @@ class ModelManager:
                         submit(t, job, True)
                     deferred.clear()
 
-    @staticmethod
-    def _fetch(engine: TransferEngine, t: Transfer, wait_for_lock: bool, force: bool) -> int:
-        return engine.fetch(t, wait=wait_for_lock, force=force)
+    def _fetch(self, engine: TransferEngine, t: Transfer, wait_for_lock: bool, force: bool) -> int:
+        return engine.fetch(t, wait=wait_for_lock, force=force or t.dest in self._replace)
 
     def _complete(self, job: _Job) -> None:
         try:

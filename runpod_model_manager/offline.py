@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from .cache import resolve_cache_root
@@ -13,7 +12,6 @@ def local_model_path(spec: ModelSpec, cache_root: Path | None = None) -> Path:
     """Directory of a downloaded model, found with the hub library in offline mode (no network)."""
     root = Path(cache_root) if cache_root else resolve_cache_root().path
     if spec.source == "huggingface":
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from huggingface_hub import snapshot_download
 
         return Path(

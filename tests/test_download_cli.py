@@ -303,3 +303,14 @@ def test_help_and_list_do_not_import_hub_libraries(hub_env, tmp_path):
     result = run_python(hub_env.env, code.replace("sys.argv[1]", repr(str(tmp_path))))
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_modelscope_branch_that_moved_replaces_changed_files_of_equal_size(hub_env, repos, tmp_path):
+    cache = tmp_path / "cache"
+    assert run_cli(hub_env.env, MS_ID, "--cache-dir", str(cache), "--include", "*.json").returncode == 0
+    hub_env.hub.commit("modelscope", MS_ID, {"config.json": b'{"hidden_size": 9}'})  # same size, new bytes
+    result = run_cli(hub_env.env, MS_ID, "--cache-dir", str(cache), "--include", "*.json", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["models"][0]["missing_files"] == ["config.json"]
+    folder = cache / "modelscope" / "models" / "iic--tiny-model" / "snapshots" / "master"
+    assert (folder / "config.json").read_bytes() == b'{"hidden_size": 9}'

@@ -1,0 +1,125 @@
+"""Benchmark handler.py: cold start (import + model load, fresh process) and latency per 60 s request.
+
+python bench/handler_bench.py                  # models from MODEL_CACHE_DIR (or --cache-dir)
+python bench/handler_bench.py --local-hub      # builds a throwaway cache from the installed
+                                               # silero-vad / Resemblyzer wheels via tests.hub
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+AUDIO_SECONDS = 60
+# Run in a fresh interpreter: import, model load, then the first request (which also pays for the
+# libraries the tasks import lazily: scipy, scikit-learn).
+COLD_START_PROBE = """
+import sys, time
+started = time.perf_counter()
+import handler
+from inference import tasks
+imported = time.perf_counter()
+tasks.silero_vad()
+tasks.voice_encoder()
+loaded = time.perf_counter()
+job = {"id": "bench", "input": {"task": "speaker_diarization", "audio_base64": open(sys.argv[1]).read()}}
+assert "error" not in handler.handler(job)
+print(imported - started, loaded - imported, time.perf_counter() - loaded)
+"""
+
+
+def cold_start(audio_path: Path, runs: int) -> list[list[float]]:
+    """[import, model load, first request] seconds, one list per run."""
+    timings = []
+    for _ in range(runs):
+        output = subprocess.run(
+            [sys.executable, "-c", COLD_START_PROBE, str(audio_path)],
+            cwd=REPO_ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+        timings.append([float(value) for value in output[-3:]])
+    return timings
+
+
+def tiled_audio_base64(seconds: int) -> str:
+    import numpy as np
+    import soundfile
+
+    samples, rate = soundfile.read(REPO_ROOT / "tests/data/two_speakers.wav", dtype="float32")
+    tiled = np.tile(samples, -(-seconds * rate // len(samples)))[: seconds * rate]
+    buffer = io.BytesIO()
+    soundfile.write(buffer, tiled, rate, format="WAV")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def request_latency(task: str, audio: str, runs: int) -> list[float]:
+    import handler
+
+    job = {"id": "bench", "input": {"task": task, "audio_base64": audio}}
+    result = handler.handler(job)  # warm-up: loads the models
+    if "error" in result:
+        raise SystemExit(f"{task} failed: {result['error']}")
+    timings = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        handler.handler(job)
+        timings.append(time.perf_counter() - started)
+    return timings
+
+
+def row(name: str, timings: list[float]) -> str:
+    return (
+        f"| {name:<38} | {statistics.median(timings) * 1000:9.0f} | {min(timings) * 1000:7.0f} "
+        f"| {max(timings) * 1000:7.0f} |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cache-dir", type=Path, help="model cache root (default: MODEL_CACHE_DIR)")
+    parser.add_argument("--local-hub", action="store_true", help="build a temporary cache from LocalHub")
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="handler-bench-") as scratch:
+        if args.local_hub:
+            from tests.test_handler import build_model_cache
+
+            os.environ["MODEL_CACHE_DIR"] = str(build_model_cache(Path(scratch)))
+        elif args.cache_dir:
+            os.environ["MODEL_CACHE_DIR"] = str(args.cache_dir.absolute())
+        os.environ["HF_HUB_OFFLINE"] = "1"
+
+        audio = tiled_audio_base64(AUDIO_SECONDS)
+        audio_path = Path(scratch) / "audio.b64"
+        audio_path.write_text(audio)
+        imports, loads, first_requests = zip(*cold_start(audio_path, args.runs), strict=True)
+        vad = request_latency("vad", audio, args.runs)
+        diarization = request_latency("speaker_diarization", audio, args.runs)
+
+    print(f"{os.cpu_count()} CPUs, {args.runs} runs each, {AUDIO_SECONDS} s of 16 kHz WAV per request\n")
+    print(f"| {'step':<38} | median ms | min ms  | max ms  |")
+    print(f"|{'-' * 40}|{'-' * 11}|{'-' * 9}|{'-' * 9}|")
+    print(row("cold start: import handler", imports))
+    print(row("cold start: load both models", loads))
+    print(row("cold start: import + load", [a + b for a, b in zip(imports, loads, strict=True)]))
+    print(row(f"cold: first diarization, {AUDIO_SECONDS} s audio", first_requests))
+    print(row(f"vad, {AUDIO_SECONDS} s audio", vad))
+    print(row(f"speaker_diarization, {AUDIO_SECONDS} s audio", diarization))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""The tasks the speaker_diarization project serves (see its `tasks`): job input dict -> result dict.
+
+Each model is loaded from the model cache, offline, the first time a task needs it, and stays loaded
+for the life of the worker process.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from projects.speaker_diarization import SILERO_VAD, SILERO_VAD_FILE, VOICE_ENCODER, VOICE_ENCODER_FILE
+from runpod_model_manager.offline import local_model_path
+from runpod_model_manager.specs import ModelSpec
+
+from .diarization import DEFAULT_DISTANCE_THRESHOLD, diarize
+from .errors import ModelUnavailableError
+from .request import (
+    AUDIO_FIELDS,
+    audio_source,
+    load_audio,
+    optional_float,
+    optional_int,
+    reject_unknown_fields,
+)
+from .silero_vad import DEFAULT_THRESHOLD, SileroVad
+from .voice_encoder import VoiceEncoder
+
+MAX_SPEAKERS = 20
+MAX_DISTANCE_THRESHOLD = 2.0  # cosine distance lies in [0, 2]
+
+
+def _model_file(spec: ModelSpec, relative_path: str) -> Path:
+    try:
+        path = local_model_path(spec) / relative_path
+    except (OSError, ValueError):  # what the hub libraries raise for a model that is not cached
+        path = None
+    if path is None or not path.is_file():
+        raise ModelUnavailableError(
+            f"Model {spec} ({relative_path}) is not in the model cache; "
+            "download it with `download-models --project speaker_diarization` before starting the worker."
+        )
+    return path
+
+
+@functools.cache
+def silero_vad() -> SileroVad:
+    return SileroVad(_model_file(SILERO_VAD, SILERO_VAD_FILE))
+
+
+@functools.cache
+def voice_encoder() -> VoiceEncoder:
+    return VoiceEncoder.from_checkpoint(_model_file(VOICE_ENCODER, VOICE_ENCODER_FILE))
+
+
+def vad(job_input: dict) -> dict:
+    """Speech segments. `threshold` (0-1, default 0.5) is the speech probability above which speech starts."""
+    reject_unknown_fields(job_input, ("task", *AUDIO_FIELDS, "threshold"))
+    threshold = optional_float(job_input, "threshold", 0.0, 1.0, DEFAULT_THRESHOLD)
+    source = audio_source(job_input)
+    model = silero_vad()
+    segments = model.speech_segments(load_audio(source), threshold)
+    return {"segments": [{"start": s.start, "end": s.end} for s in segments]}
+
+
+def speaker_diarization(job_input: dict) -> dict:
+    """Speaker turns. With `num_speakers` the speech is split into exactly that many speakers (fewer when
+    there are fewer windows); otherwise clusters merge while their cosine distance is under `threshold`."""
+    reject_unknown_fields(job_input, ("task", *AUDIO_FIELDS, "num_speakers", "threshold"))
+    num_speakers = optional_int(job_input, "num_speakers", 1, MAX_SPEAKERS)
+    threshold = optional_float(job_input, "threshold", 0.0, MAX_DISTANCE_THRESHOLD, DEFAULT_DISTANCE_THRESHOLD)
+    source = audio_source(job_input)
+    vad_model, encoder = silero_vad(), voice_encoder()
+    audio = load_audio(source)
+    turns = diarize(audio, vad_model.speech_segments(audio), encoder, num_speakers, threshold)
+    return {
+        "num_speakers": len({turn.speaker for turn in turns}),
+        "segments": [{"start": t.start, "end": t.end, "speaker": t.speaker} for t in turns],
+    }
