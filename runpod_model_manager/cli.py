@@ -86,7 +86,7 @@ def _open_cache(cache_dir: Path | None, reporter: Reporter, create: bool = True)
             cache.state.mkdir(parents=True, exist_ok=True)
             probe = cache.state / ".write-test"
             probe.write_text("")
-            probe.unlink()
+            probe.unlink(missing_ok=True)  # another run on the same cache may have removed it
         except OSError as exc:
             raise UserError(
                 f"cannot write to the cache directory {cache.path} ({exc.strerror}); "
@@ -137,7 +137,7 @@ def cli():
 @click.option("--dry-run", is_flag=True, help="Show what would be downloaded (files, bytes); write nothing.")
 @click.option("--force", is_flag=True, help="Download again even what is complete.")
 @click.option("--frozen", is_flag=True, help="Use only the lock file's commits; fail if it is missing or stale.")
-@click.option("--workers", default=8, show_default=True, type=click.IntRange(1, 64), help="Files fetched at once.")
+@click.option("--workers", default=16, show_default=True, type=click.IntRange(1, 64), help="Files fetched at once.")
 @click.option(
     "--connections", default=8, show_default=True, type=click.IntRange(1, 64), help="Connections per large file."
 )

@@ -1,0 +1,1145 @@
+#!/usr/bin/env python
+"""Download benchmark: our transfer engine vs curl, `hf download` and `modelscope download`.
+
+    python bench/download_bench.py                    # full run (2 GiB file; ~10-15 minutes)
+    python bench/download_bench.py --quick            # smoke check (256 MiB file; ~2 minutes)
+    python bench/download_bench.py --scenario 1 5 --json results.json
+
+Everything runs against a LocalHub (tests/hub) on 127.0.0.1, in its own process so that its GIL does not
+slow the timed clients. Every client runs as a separate process, downloads into a fresh temporary directory,
+and is timed from spawn to exit (interpreter start-up included). The generated repos and all downloads live
+in one temporary directory that is deleted at the end. See bench/README.md for the scenarios and targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+try:
+    import psutil
+except ImportError:  # peak RSS then comes from wait4's ru_maxrss only
+    psutil = None
+
+BIN = Path(sys.executable).parent  # the venv's bin: hf, modelscope
+MiB = 1 << 20
+MB = 1_000_000
+HF, MS = "huggingface", "modelscope"
+RARE_SYNC = "ours, RPMM_RECORD_INTERVAL=600 (info)"
+
+# Environment variables that would make a client reach the internet, use a token or change behaviour.
+CLEARED_VARS = (
+    "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
+    "HF_HUB_OFFLINE",
+    "HF_HUB_ENABLE_HF_TRANSFER",
+    "MODELSCOPE_API_TOKEN",
+    "MODELSCOPE_DOMAIN",
+    "MODELSCOPE_PREFER_AI_SITE",
+    "MODEL_CACHE_DIR",
+    "RUNPOD_VOLUME_PATH",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+)
+
+
+# ------------------------------------------------------------------------------------------------
+# Settings
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class Settings:
+    big_size: int = 2 << 30  # scenario 1/2/5 file
+    cap: int = 20 * MB  # scenario 2: bytes/s per connection (per HTTP response)
+    project_models: int = 8  # scenario 3
+    small_files: int = 20
+    small_size: int = 100_000
+    medium_files: int = 5
+    medium_size: int = 5 * MB
+    latency: float = 0.050  # scenario 3: seconds before every response
+    warm_models: int = 50  # scenario 4 (half Hugging Face, half ModelScope)
+    repeat: int = 3  # runs per tool in scenarios 1, 3, 4 (median reported); scenario 2 runs once
+    startup_runs: int = 7  # scenario 4b
+    timeout: float = 900.0  # seconds, per client process
+    connections: int = 8
+    workers: int = 8
+
+    @classmethod
+    def quick(cls) -> Settings:
+        return cls(
+            big_size=256 * MiB,
+            project_models=4,
+            small_files=10,
+            medium_files=2,
+            warm_models=10,
+            repeat=1,
+            startup_runs=3,
+            timeout=300.0,
+        )
+
+
+# ------------------------------------------------------------------------------------------------
+# The hub, in its own process, driven through a pipe
+# ------------------------------------------------------------------------------------------------
+def _hub_main(conn, kwargs: dict) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us
+    from tests.hub import LocalHub
+
+    hub = LocalHub(**kwargs).start()
+    conn.send(("ok", {"url": hub.url, "cdn_url": hub.cdn_url, "pid": os.getpid()}))
+    try:
+        while True:
+            try:
+                op, args = conn.recv()
+            except (EOFError, OSError):  # the parent is gone
+                break
+            try:
+                result = None
+                if op == "stop":
+                    conn.send(("ok", None))
+                    break
+                if op == "add_repo":
+                    source, repo_id, files = args
+                    result = hub.add_repo(source, repo_id, {k: Path(v) for k, v in files.items()})
+                elif op == "faults":
+                    hub.faults.reset()
+                    hub.faults.latency, hub.faults.bandwidth = args
+                elif op == "reset_counters":
+                    hub.reset_counters()
+                elif op == "stats":
+                    result = {
+                        "requests": {f"{m} {r}": n for (m, r), n in sorted(hub.requests.items())},
+                        "bytes_sent": hub.total_bytes_sent,
+                        "server_errors": len(hub.server_errors),
+                        "aborted": sum(1 for rec in hub.log if rec.aborted),
+                    }
+                else:
+                    raise ValueError(f"unknown op {op!r}")
+                conn.send(("ok", result))
+            except Exception as exc:  # report, keep serving
+                conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        hub.stop()
+
+
+class HubProcess:
+    def __init__(self, **kwargs) -> None:
+        ctx = mp.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_hub_main, args=(child, kwargs), name="LocalHub", daemon=True)
+        self._proc.start()
+        child.close()
+        info = self._recv(60)
+        self.url, self.cdn_url, self.pid = info["url"], info["cdn_url"], info["pid"]
+
+    def _recv(self, timeout: float):
+        if not self._conn.poll(timeout):
+            raise TimeoutError(f"the hub process did not answer within {timeout:.0f}s")
+        status, value = self._conn.recv()
+        if status != "ok":
+            raise RuntimeError(f"hub: {value}")
+        return value
+
+    def call(self, op: str, *args, timeout: float = 60.0):
+        self._conn.send((op, args))
+        return self._recv(timeout)
+
+    def add_repo(self, source: str, repo_id: str, files: dict[str, Path]) -> str:
+        # The hub hashes every file once (2 GiB: a few seconds).
+        return self.call("add_repo", source, repo_id, {k: str(v) for k, v in files.items()}, timeout=600)
+
+    def faults(self, latency: float = 0.0, bandwidth: int | None = None) -> None:
+        self.call("faults", latency, bandwidth)
+
+    def reset_counters(self) -> None:
+        self.call("reset_counters")
+
+    def stats(self) -> dict:
+        return self.call("stats")
+
+    def stop(self) -> None:
+        try:
+            if self._proc.is_alive():
+                self.call("stop", timeout=15)
+        except Exception:
+            pass
+        self._proc.join(10)
+        if self._proc.is_alive():
+            self._proc.terminate()
+            self._proc.join(5)
+
+
+# ------------------------------------------------------------------------------------------------
+# Running one client process: wall time, peak RSS, exit code
+# ------------------------------------------------------------------------------------------------
+_CURRENT_PGID: list[int] = []  # process group of the client running now (killed on exit)
+
+
+@dataclass
+class Proc:
+    rc: int
+    seconds: float
+    peak_rss: int  # bytes: max of (sampled RSS of the process tree, ru_maxrss from wait4)
+    output: str  # tail of stdout+stderr
+    timed_out: bool = False
+
+
+def _sample_rss(pid: int, stop: threading.Event, peak: list[int]) -> None:
+    if psutil is None:
+        return
+    try:
+        root = psutil.Process(pid)
+    except psutil.Error:
+        return
+    while not stop.wait(0.05):
+        try:
+            procs = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return
+        total = 0
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                total += p.memory_info().rss
+        peak[0] = max(peak[0], total)
+
+
+def run_process(cmd: list[str], *, env: dict[str, str], cwd: Path, timeout: float, log: Path) -> Proc:
+    with open(log, "wb") as out:
+        t0 = time.perf_counter()
+        p = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        _CURRENT_PGID.append(p.pid)
+        stop, peak, timed_out = threading.Event(), [0], [False]
+        sampler = threading.Thread(target=_sample_rss, args=(p.pid, stop, peak), daemon=True)
+        sampler.start()
+
+        def kill() -> None:
+            timed_out[0] = True
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+
+        timer = threading.Timer(timeout, kill)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(p.pid, 0)
+            seconds = time.perf_counter() - t0
+        finally:
+            timer.cancel()
+            stop.set()
+            sampler.join()
+            _CURRENT_PGID.remove(p.pid)
+        p.returncode = os.waitstatus_to_exitcode(status)
+    text = log.read_text(errors="replace")
+    return Proc(p.returncode, seconds, max(peak[0], usage.ru_maxrss * 1024), text[-3000:], timed_out[0])
+
+
+def _kill_current() -> None:
+    for pgid in list(_CURRENT_PGID):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+
+
+# ------------------------------------------------------------------------------------------------
+# Results
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class Run:
+    scenario: str
+    tool: str
+    seconds: float
+    ok: bool
+    peak_rss: int = 0
+    nbytes: int = 0  # payload bytes the run had to fetch
+    requests: int = 0  # HTTP requests the hub saw (hub + CDN)
+    routes: dict[str, int] = field(default_factory=dict)
+    note: str = ""
+    load: float = 0.0  # 1-minute load average when the run ended (other work on the machine skews timings)
+
+
+@dataclass
+class Row:
+    scenario: str
+    tool: str
+    seconds: float | None
+    mbps: float | None
+    ratio: float | None  # peer seconds / ours seconds (> 1: ours is faster)
+    ok: bool = True
+    notes: str = ""
+    runs: int = 1
+
+
+@dataclass
+class Target:
+    scenario: str
+    what: str
+    value: float | None
+    goal: str
+    met: bool | None
+
+
+def _mb(n: int) -> str:
+    return f"{n / MB:.0f} MB"
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+# ------------------------------------------------------------------------------------------------
+# The benchmark
+# ------------------------------------------------------------------------------------------------
+class Bench:
+    def __init__(self, settings: Settings, root: Path, verbose: bool) -> None:
+        self.s = settings
+        self.root = root
+        self.verbose = verbose
+        self.data = root / "repos"
+        self.work = root / "work"
+        self.logs = root / "logs"
+        for d in (self.data, self.work, self.logs):
+            d.mkdir(parents=True, exist_ok=True)
+        self.hub = HubProcess()
+        self.runs: list[Run] = []
+        self.rows: list[Row] = []
+        self.targets: list[Target] = []
+        self.extra: dict = {}
+        self._n = 0
+        self._big_ready = False
+        self._primed = False
+        self._s1_runs: list[Run] = []
+        self._s2_runs: list[Run] = []
+
+    def close(self) -> None:
+        self.hub.stop()
+
+    # -- helpers ------------------------------------------------------------------------------------
+    def say(self, text: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+    def env(self, home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in CLEARED_VARS}
+        hf_home = home / "hf_home"
+        env.update(
+            {
+                "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+                "HF_ENDPOINT": self.hub.url,
+                "MODELSCOPE_ENDPOINT": self.hub.url,
+                "HF_HOME": str(hf_home),
+                "HF_HUB_CACHE": str(hf_home / "hub"),
+                "HF_XET_CACHE": str(hf_home / "xet"),
+                "HF_TOKEN_PATH": str(hf_home / "token"),
+                "HF_STORED_TOKENS_PATH": str(hf_home / "stored_tokens"),
+                "HF_HUB_DISABLE_TELEMETRY": "1",
+                "HF_HUB_DISABLE_XET": "1",
+                "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+                "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1",
+                "DISABLE_SYMLINKS_WARNING": "1",
+                "MODELSCOPE_CACHE": str(home / "ms_cache"),
+                "MODELSCOPE_HOME": str(home / "ms_home"),
+                "NO_PROXY": "127.0.0.1,localhost",
+                "no_proxy": "127.0.0.1,localhost",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        env.update(extra or {})
+        return env
+
+    def fresh_dir(self, name: str) -> Path:
+        self._n += 1
+        d = self.work / f"{self._n:03d}-{name.replace(' ', '_').replace('/', '_')}"
+        d.mkdir(parents=True)
+        return d
+
+    def clear(self, d: Path) -> None:
+        shutil.rmtree(d, ignore_errors=True)
+        os.sync()  # no dirty pages of one run get written back during the next
+
+    def ours(self, ids: list[str], cache: Path, *extra: str) -> list[str]:
+        return [
+            sys.executable,
+            str(REPO_ROOT / "download_models.py"),
+            *ids,
+            "--cache-dir",
+            str(cache),
+            "--lock-file",
+            str(cache.parent / "no-models.lock"),
+            "--connections",
+            str(self.s.connections),
+            "--workers",
+            str(self.s.workers),
+            "-q",
+            *extra,
+        ]
+
+    def execute(self, cmd: list[str], *, home: Path, cwd: Path | None = None, env_extra=None) -> Proc:
+        self._n += 1
+        log = self.logs / f"{self._n:03d}.log"
+        proc = run_process(cmd, env=self.env(home, env_extra), cwd=cwd or REPO_ROOT, timeout=self.s.timeout, log=log)
+        if (proc.rc != 0 or self.verbose) and proc.output.strip():
+            tail = "\n    ".join(proc.output.strip().splitlines()[-15:])
+            self.say(f"  rc={proc.rc}{' (timed out)' if proc.timed_out else ''}: {' '.join(cmd[:4])} ...\n    {tail}")
+        return proc
+
+    def measure(
+        self,
+        scenario: str,
+        tool: str,
+        cmds: list[list[str]],
+        *,
+        home: Path,
+        expect_bytes: int,
+        check_dir: Path,
+        cwd: Path | None = None,
+        env_extra=None,
+        keep: bool = False,
+    ) -> Run:
+        """Run `cmds` one after the other (one timed unit) against fresh counters; verify the payload."""
+        self.hub.reset_counters()
+        seconds, peak, ok, notes = 0.0, 0, True, []
+        for cmd in cmds:
+            proc = self.execute(cmd, home=home, cwd=cwd, env_extra=env_extra)
+            seconds += proc.seconds
+            peak = max(peak, proc.peak_rss)
+            if proc.rc != 0:
+                ok = False
+                notes.append("TIMEOUT" if proc.timed_out else f"exit {proc.rc}")
+                break
+        stats = self.hub.stats()
+        got = payload_bytes(check_dir)
+        if ok and expect_bytes and got < expect_bytes:
+            ok = False
+            notes.append(f"only {got} of {expect_bytes} bytes on disk")
+        if stats["server_errors"]:
+            notes.append(f"{stats['server_errors']} hub errors")
+        run = Run(
+            scenario,
+            tool,
+            seconds,
+            ok,
+            peak,
+            expect_bytes,
+            sum(stats["requests"].values()),
+            stats["requests"],
+            "; ".join(notes),
+            os.getloadavg()[0],
+        )
+        self.runs.append(run)
+        self.say(
+            f"  {tool:<34} {seconds:8.2f} s  rss {peak / MB:6.0f} MB  {run.requests:5d} requests"
+            f"  load {run.load:4.1f}{'' if ok else '  FAILED ' + run.note}"
+        )
+        if not keep:
+            self.clear(home)
+        return run
+
+    def summarize(
+        self, scenario: str, runs: list[Run], tool: str, *, nbytes: int, ours: str | None, notes: str = ""
+    ) -> Row:
+        mine = [r for r in runs if r.tool == tool]
+        ok = all(r.ok for r in mine)
+        secs = _median([r.seconds for r in mine]) if mine else None
+        ratio = None
+        if ours is not None:
+            base = [r.seconds for r in runs if r.tool == ours]
+            if base and secs:
+                ratio = secs / _median(base)
+        mbps = nbytes / MB / secs if (secs and nbytes) else None
+        extra = [f"rss {max(r.peak_rss for r in mine) / MB:.0f} MB", f"{mine[-1].requests} req"] if mine else []
+        if mine and max(r.load for r in mine) > (os.cpu_count() or 1):
+            extra.append(f"busy machine: load up to {max(r.load for r in mine):.1f}")
+        failed = [r.note for r in mine if not r.ok]
+        row = Row(scenario, tool, secs, mbps, ratio, ok, ", ".join(x for x in [*extra, notes, *failed] if x), len(mine))
+        self.rows.append(row)
+        return row
+
+    def target(self, scenario: str, what: str, value: float | None, goal: str, met: bool | None) -> None:
+        self.targets.append(Target(scenario, what, value, goal, met))
+
+    # -- data -----------------------------------------------------------------------------------------
+    def big_repo(self) -> Path:
+        path = self.data / "bench" / "big" / "model.safetensors"
+        if not self._big_ready:
+            from tests.hub import make_file
+
+            self.say(f"generating a {self.s.big_size / MiB:.0f} MiB file and publishing it as bench/big ...")
+            make_file(path, self.s.big_size, seed=1)
+            os.sync()
+            for source in (HF, MS):
+                self.hub.add_repo(source, "bench/big", {"model.safetensors": path})
+            self._big_ready = True
+        return path
+
+    # -- scenario 1 / 2 / 5: one big file ---------------------------------------------------------------
+    def _big_tools(self, capped: bool) -> list[tuple[str, Callable[[Path], list[list[str]]], dict[str, str]]]:
+        url = f"{self.hub.url}/bench/big/resolve/main/model.safetensors"
+
+        def curl(d: Path, fsync: bool = False) -> list[list[str]]:
+            out = d / "model.safetensors"
+            cmd = ["curl", "-sS", "-f", "-L", "--max-time", str(int(self.s.timeout)), "-o", str(out), url]
+            return [["sh", "-c", f'"$@" && sync "{out}"', "sh", *cmd]] if fsync else [cmd]
+
+        tools = [
+            ("ours", lambda d: [self.ours(["hf:bench/big"], d / "cache")], {}),
+            ("ours (ms protocol)", lambda d: [self.ours(["ms:bench/big"], d / "cache")], {}),
+        ]
+        if not capped:
+            # Informational: the same engine with its periodic resume-record fdatasync made rare (a setting).
+            tools.append(
+                (RARE_SYNC, lambda d: [self.ours(["hf:bench/big"], d / "cache")], {"RPMM_RECORD_INTERVAL": "600"})
+            )
+            tools += [("curl", curl, {}), ("curl + fsync", lambda d: curl(d, fsync=True), {})]
+        tools += [
+            (
+                "hf download",
+                lambda d: [[str(BIN / "hf"), "download", "bench/big", "--cache-dir", str(d / "cache"), "-q"]],
+                {},
+            ),
+            (
+                "modelscope download",
+                lambda d: [[str(BIN / "modelscope"), "download", "bench/big", "--cache-dir", str(d / "cache")]],
+                {},
+            ),
+        ]
+        return tools
+
+    def prime_disk(self) -> None:
+        """Write and delete 2x the big file once: on this kind of VM the first writes to never-used blocks are
+        several times slower, which would penalise whichever tool happens to run first (and only a tool that
+        fsyncs, like ours, waits for it inside its timed run)."""
+        if self._primed:
+            return
+        size = 2 * self.s.big_size
+        self.say(f"priming the disk: writing and deleting {size / MiB:.0f} MiB ...")
+        path, block = self.work / "prime.bin", b"\0" * (8 * MiB)
+        t0 = time.perf_counter()
+        with open(path, "wb") as f:
+            for _ in range(size // len(block)):
+                f.write(block)
+            os.fsync(f.fileno())
+        path.unlink()
+        os.sync()
+        self._primed = True
+        self.say(f"  primed in {time.perf_counter() - t0:.1f} s")
+
+    def _big(self, scenario: str, capped: bool) -> list[Run]:
+        self.big_repo()
+        self.hub.faults(0.0, self.s.cap if capped else None)
+        tools = self._big_tools(capped)
+        if not capped:  # warm the page cache with the hub's source file
+            self.prime_disk()
+            warm = self.fresh_dir("warmup")
+            self.execute(
+                [
+                    "curl",
+                    "-sS",
+                    "-f",
+                    "-L",
+                    "-o",
+                    "/dev/null",
+                    f"{self.hub.url}/bench/big/resolve/main/model.safetensors",
+                ],
+                home=warm,
+            )
+            self.clear(warm)
+        repeat = 1 if capped else self.s.repeat
+        runs = []
+        for i in range(repeat):
+            if repeat > 1:
+                self.say(f" round {i + 1}/{repeat}")
+            for name, build, env_extra in tools[i % len(tools) :] + tools[: i % len(tools)]:  # rotate the order
+                d = self.fresh_dir(name)
+                runs.append(
+                    self.measure(
+                        scenario,
+                        name,
+                        build(d),
+                        home=d,
+                        expect_bytes=self.s.big_size,
+                        check_dir=d,
+                        cwd=d,
+                        env_extra=env_extra,
+                    )
+                )
+        self.hub.faults(0.0, None)
+        return runs
+
+    def scenario1(self) -> None:
+        self.say(f"scenario 1: one {self.s.big_size / MiB:.0f} MiB file, plain loopback")
+        runs = self._big("1 plain", capped=False)
+        self._s1_runs = runs
+        n = self.s.big_size
+        pairs = {
+            "curl": "ours",
+            "curl + fsync": "ours",
+            "hf download": "ours",
+            "modelscope download": "ours (ms protocol)",
+        }
+        for tool in (
+            "ours",
+            "ours (ms protocol)",
+            RARE_SYNC,
+            "curl",
+            "curl + fsync",
+            "hf download",
+            "modelscope download",
+        ):
+            self.summarize("1 plain", runs, tool, nbytes=n, ours=pairs.get(tool))
+        t = {r.tool: r for r in self.rows if r.scenario == "1 plain"}
+        curl_ratio = t["ours"].mbps / t["curl"].mbps if t["ours"].mbps and t["curl"].mbps else None
+        self.target(
+            "1",
+            "ours throughput / curl throughput",
+            curl_ratio,
+            ">= 0.8",
+            None if curl_ratio is None else curl_ratio >= 0.8,
+        )
+        hf_ratio = t["hf download"].ratio
+        self.target(
+            "1", "hf download time / ours time", hf_ratio, ">= 1.0", None if hf_ratio is None else hf_ratio >= 1.0
+        )
+        ms_ratio = t["modelscope download"].ratio
+        self.target(
+            "1",
+            "modelscope download time / ours (ms) time (info)",
+            ms_ratio,
+            ">= 1.0",
+            None,
+        )
+
+    def scenario2(self) -> None:
+        self.say(
+            f"scenario 2: the same file, {self.s.cap / MB:.0f} MB/s per connection "
+            f"(ours: {self.s.connections} connections; peers take ~{self.s.big_size / self.s.cap:.0f} s each)"
+        )
+        runs = self._big("2 capped", capped=True)
+        self._s2_runs = runs
+        pairs = {"hf download": "ours", "modelscope download": "ours (ms protocol)"}
+        for tool in ("ours", "ours (ms protocol)", "hf download", "modelscope download"):
+            self.summarize("2 capped", runs, tool, nbytes=self.s.big_size, ours=pairs.get(tool))
+        t = {r.tool: r for r in self.rows if r.scenario == "2 capped"}
+        for peer in ("hf download", "modelscope download"):
+            ratio = t[peer].ratio
+            self.target("2", f"{peer} time / ours time", ratio, ">= 3.0", None if ratio is None else ratio >= 3.0)
+
+    def scenario5(self) -> None:
+        self.say("scenario 5: peak RSS while downloading the big file (from scenario 1/2 runs)")
+        if not self._s1_runs:
+            self._s1_runs = self._big("5 rss", capped=False)
+        for label, runs in (("5 rss plain", self._s1_runs), ("5 rss capped", self._s2_runs)):
+            for tool in dict.fromkeys(r.tool for r in runs):
+                peak = max(r.peak_rss for r in runs if r.tool == tool)
+                self.rows.append(
+                    Row(
+                        label,
+                        tool,
+                        None,
+                        None,
+                        None,
+                        True,
+                        f"peak rss {peak / MB:.0f} MB",
+                        sum(r.tool == tool for r in runs),
+                    )
+                )
+        ours = max((r.peak_rss for r in self._s1_runs + self._s2_runs if r.tool.startswith("ours")), default=None)
+        self.target(
+            "5",
+            "ours peak RSS (MB)",
+            None if ours is None else ours / MB,
+            "< 200",
+            None if ours is None else ours < 200 * MB,
+        )
+
+    # -- scenario 3: a project of many small/medium files, with latency ----------------------------------
+    def scenario3(self) -> None:
+        s = self.s
+        per_model = s.small_files * s.small_size + s.medium_files * s.medium_size
+        total = s.project_models * per_model
+        self.say(
+            f"scenario 3: {s.project_models} models x {s.small_files + s.medium_files} files "
+            f"({s.small_files} x {s.small_size // 1000} KB + {s.medium_files} x {s.medium_size // MB} MB), "
+            f"{s.latency * 1000:.0f} ms latency per request; total {_mb(total)}"
+        )
+        from tests.hub import make_file
+
+        ids = []
+        for m in range(s.project_models):
+            repo_id = f"bench/proj-{m}"
+            base = self.data / "bench" / f"proj-{m}"
+            files = {}
+            for j in range(s.small_files):
+                files[f"tokenizer_{j:02d}.json"] = make_file(
+                    base / f"tokenizer_{j:02d}.json", s.small_size, seed=m * 1000 + j
+                )
+            for j in range(s.medium_files):
+                name = f"model-{j + 1:05d}-of-{s.medium_files:05d}.safetensors"
+                files[name] = make_file(base / name, s.medium_size, seed=m * 1000 + 500 + j)
+            for source in (HF, MS):
+                self.hub.add_repo(source, repo_id, files)
+            ids.append(repo_id)
+        os.sync()
+        self.hub.faults(s.latency, None)
+
+        py_loop = (
+            "import sys\nfrom huggingface_hub import snapshot_download\n"
+            "for r in sys.argv[2:]:\n    snapshot_download(r, cache_dir=sys.argv[1])\n"
+        )
+        tools = [
+            ("ours (8 hf IDs, one run)", lambda d: [self.ours([f"hf:{i}" for i in ids], d / "cache")]),
+            ("ours (8 ms IDs, one run)", lambda d: [self.ours([f"ms:{i}" for i in ids], d / "cache")]),
+            (
+                "hf download, model by model",
+                lambda d: [[str(BIN / "hf"), "download", i, "--cache-dir", str(d / "cache"), "-q"] for i in ids],
+            ),
+            (
+                "modelscope download, model by model",
+                lambda d: [[str(BIN / "modelscope"), "download", i, "--cache-dir", str(d / "cache")] for i in ids],
+            ),
+            (
+                "hf snapshot_download loop, 1 process",
+                lambda d: [[sys.executable, "-c", py_loop, str(d / "cache"), *ids]],
+            ),
+        ]
+        runs = []
+        for i in range(s.repeat):
+            if s.repeat > 1:
+                self.say(f" round {i + 1}/{s.repeat}")
+            for name, build in tools[i % len(tools) :] + tools[: i % len(tools)]:  # rotate the order
+                d = self.fresh_dir(name)
+                runs.append(
+                    self.measure(
+                        "3 project",
+                        name.replace("8 ", f"{s.project_models} "),
+                        build(d),
+                        home=d,
+                        expect_bytes=total,
+                        check_dir=d,
+                        cwd=d,
+                    )
+                )
+        self.hub.faults(0.0, None)
+        names = [n.replace("8 ", f"{s.project_models} ") for n, _ in tools]
+        ours_hf, ours_ms, hf_cli, ms_cli, hf_py = names
+        pairs = {hf_cli: ours_hf, hf_py: ours_hf, ms_cli: ours_ms}
+        for tool in names:
+            self.summarize("3 project", runs, tool, nbytes=total, ours=pairs.get(tool))
+        t = {r.tool: r for r in self.rows if r.scenario == "3 project"}
+        for peer in (hf_cli, ms_cli):
+            ratio = t[peer].ratio
+            self.target("3", f"{peer} time / ours time", ratio, ">= 3.0", None if ratio is None else ratio >= 3.0)
+        ratio = t[hf_py].ratio
+        self.target("3", f"{hf_py} time / ours time (info)", ratio, "-", None)
+
+    # -- scenario 4: warm re-run and start-up ---------------------------------------------------------------
+    def _warm_project(self, ids: list[tuple[str, str]]) -> Path:
+        """A project registered through a `runpod_model_manager.projects` entry point of a throw-away dist."""
+        plugin = self.root / "plugin"
+        dist = plugin / "bench_warm_project-0.0.0.dist-info"
+        dist.mkdir(parents=True, exist_ok=True)
+        (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: bench-warm-project\nVersion: 0.0.0\n")
+        (dist / "entry_points.txt").write_text(
+            "[runpod_model_manager.projects]\nbenchwarm = bench_warm_project:BenchWarm\n"
+        )
+        models = ",\n        ".join(f"{src}({repo!r})" for src, repo in ids)
+        (plugin / "bench_warm_project.py").write_text(
+            "from projects.base import BaseProject, huggingface, modelscope\n\n\n"
+            "class BenchWarm(BaseProject):\n"
+            "    name = 'benchwarm'\n"
+            "    description = 'download_bench warm re-run project'\n"
+            f"    models = (\n        {models},\n    )\n"
+        )
+        return plugin
+
+    def scenario4(self) -> None:
+        s = self.s
+        n_hf = s.warm_models // 2
+        n_ms = s.warm_models - n_hf
+        self.say(f"scenario 4: warm re-run of {s.warm_models} complete tiny models ({n_hf} HF + {n_ms} MS)")
+        tiny = self.data / "tiny"
+        files = {
+            "config.json": b'{"model_type": "bench"}\n',
+            "tokenizer.json": b'{"version": "1.0"}\n' * 50,
+            "model.safetensors": bytes(range(256)) * 16,
+        }
+        paths = {}
+        for name, content in files.items():
+            p = tiny / name
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(content)
+            paths[name] = p
+        ids: list[tuple[str, str]] = []
+        for i in range(s.warm_models):
+            source = HF if i < n_hf else MS
+            repo_id = f"bench/tiny-{i:03d}"
+            self.hub.add_repo(source, repo_id, paths)
+            ids.append(("huggingface" if source == HF else "modelscope", repo_id))
+        nbytes = s.warm_models * sum(len(c) for c in files.values())
+        plugin = self._warm_project(ids)
+        env_extra = {"PYTHONPATH": str(plugin)}
+        home = self.fresh_dir("warm")
+        cache, lock = home / "cache", home / "models.lock"
+        script = str(REPO_ROOT / "download_models.py")
+        base = ["--cache-dir", str(cache), "-q"]
+        lock_cmd = [sys.executable, script, "lock", "--project", "benchwarm", "--lock-file", str(lock), *base]
+        # --project, not --all: other registered projects name real models the local hub does not have.
+        proj = ["--project", "benchwarm"]
+        all_lock = [sys.executable, script, *proj, "--lock-file", str(lock), *base]
+        all_nolock = [sys.executable, script, *proj, "--lock-file", str(home / "absent.lock"), *base]
+        one_off = [
+            sys.executable,
+            script,
+            *[f"{'hf' if src == 'huggingface' else 'ms'}:{r}" for src, r in ids],
+            "--lock-file",
+            str(home / "absent.lock"),
+            *base,
+        ]
+        sc = "4a warm"
+        lock_run = self.measure(
+            sc,
+            "ours: lock (resolve all)",
+            [lock_cmd],
+            home=home,
+            expect_bytes=0,
+            check_dir=home,
+            env_extra=env_extra,
+            keep=True,
+        )
+        cold = self.measure(
+            sc,
+            "ours: --project, cold (with lock)",
+            [all_lock],
+            home=home,
+            expect_bytes=nbytes,
+            check_dir=cache,
+            env_extra=env_extra,
+            keep=True,
+        )
+        runs = [lock_run, cold]
+        for _ in range(s.repeat):
+            runs.append(
+                self.measure(
+                    sc,
+                    "ours: --project, warm, models.lock",
+                    [all_lock],
+                    home=home,
+                    expect_bytes=nbytes,
+                    check_dir=cache,
+                    env_extra=env_extra,
+                    keep=True,
+                )
+            )
+            runs.append(
+                self.measure(
+                    sc,
+                    "ours: --project, warm, no lock",
+                    [all_nolock],
+                    home=home,
+                    expect_bytes=nbytes,
+                    check_dir=cache,
+                    env_extra=env_extra,
+                    keep=True,
+                )
+            )
+            runs.append(
+                self.measure(
+                    sc,
+                    "ours: one-off IDs, warm, no lock",
+                    [one_off],
+                    home=home,
+                    expect_bytes=nbytes,
+                    check_dir=cache,
+                    env_extra=env_extra,
+                    keep=True,
+                )
+            )
+        # Peers, for context: cold then warm, model by model.
+        peer_home = self.fresh_dir("warm-peers")
+        peer_cmds = [
+            [str(BIN / "hf"), "download", r, "--cache-dir", str(peer_home / "hf"), "-q"]
+            if src == "huggingface"
+            else [str(BIN / "modelscope"), "download", r, "--cache-dir", str(peer_home / "ms")]
+            for src, r in ids
+        ]
+        self.measure(
+            sc,
+            "peers: cold, model by model",
+            peer_cmds,
+            home=peer_home,
+            expect_bytes=nbytes,
+            check_dir=peer_home,
+            keep=True,
+        )
+        runs.append(
+            self.measure(
+                sc,
+                "peers: warm, model by model",
+                peer_cmds,
+                home=peer_home,
+                expect_bytes=nbytes,
+                check_dir=peer_home,
+                keep=True,
+            )
+        )
+        self.clear(peer_home)
+
+        for tool in ("ours: lock (resolve all)", "ours: --project, cold (with lock)"):
+            self.summarize(sc, runs, tool, nbytes=0, ours=None)
+        warm_lock = "ours: --project, warm, models.lock"
+        for tool in (warm_lock, "ours: --project, warm, no lock", "ours: one-off IDs, warm, no lock"):
+            mine = [r for r in runs if r.tool == tool]
+            routes = Counter()
+            for r in mine[-1:]:
+                routes.update(r.routes)
+            row = self.summarize(sc, runs, tool, nbytes=0, ours=None)
+            row.notes += f", {mine[-1].requests / s.warm_models:.2f} req/model" + (
+                f" [{', '.join(f'{k}: {v}' for k, v in sorted(routes.items()))}]" if routes else ""
+            )
+        self.summarize(sc, runs, "peers: warm, model by model", nbytes=0, ours=warm_lock)
+        t = {r.tool: r for r in self.rows if r.scenario == sc}
+        req_lock = [r.requests for r in runs if r.tool == warm_lock][-1]
+        self.target("4a", "warm re-run with models.lock: HTTP requests", req_lock, "== 0", req_lock == 0)
+        routes = [r.routes for r in runs if r.tool == "ours: --project, warm, no lock"][-1]
+        for label, prefix, count in (("Hugging Face", " hf.", n_hf), ("ModelScope", " ms.", n_ms)):
+            per_model = sum(v for k, v in routes.items() if prefix in k) / max(1, count)
+            self.target("4a", f"warm re-run, no lock: requests per {label} model", per_model, "<= ~1", per_model <= 1.0)
+        self.target("4a", "warm re-run with models.lock: seconds", t[warm_lock].seconds, "(info)", None)
+
+        # 4b: start-up time and imports.
+        sc = "4b startup"
+        self.say("scenario 4b: start-up of --help and list")
+        probes = [
+            ("ours --help", [sys.executable, script, "--help"], {}),
+            (
+                "ours list (repo projects)",
+                [sys.executable, script, "list", "--cache-dir", str(cache), "--lock-file", str(home / "absent.lock")],
+                {},
+            ),
+            (
+                f"ours list ({s.warm_models} models, lock)",
+                [sys.executable, script, "list", "--cache-dir", str(cache), "--lock-file", str(lock)],
+                env_extra,
+            ),
+            ("hf --help (peer, info)", [str(BIN / "hf"), "--help"], {}),
+            ("modelscope --help (peer, info)", [str(BIN / "modelscope"), "--help"], {}),
+        ]
+        self.extra["imports"] = {}
+        for name, cmd, extra in probes:
+            times = []
+            self.execute(cmd, home=home, env_extra=extra)  # warm-up (bytecode, page cache), not counted
+            for _ in range(s.startup_runs):
+                proc = self.execute(cmd, home=home, env_extra=extra)
+                if proc.rc != 0:
+                    break
+                times.append(proc.seconds)
+            ok = len(times) == s.startup_runs
+            notes = f"min {min(times):.3f} s" if times else "failed"
+            if name.startswith("ours"):
+                heavy, top = import_check(
+                    cmd, self.env(home, extra), self.logs / f"importtime-{len(self.extra['imports'])}.log"
+                )
+                self.extra["imports"][name] = {"hub_libraries": heavy, "slowest": top}
+                notes += f", imports hub libs: {'YES ' + ','.join(heavy) if heavy else 'no'}"
+                notes += f", slowest: {', '.join(f'{m} {ms:.0f}ms' for m, ms in top[:3])}"
+                med = _median(times) if times else None
+                self.target("4b", f"{name}: median seconds", med, "< 0.3", None if med is None else med < 0.3)
+                self.target("4b", f"{name}: imports huggingface_hub/modelscope", float(bool(heavy)), "no", not heavy)
+            self.rows.append(Row(sc, name, _median(times) if times else None, None, None, ok, notes, len(times)))
+            for x in times:
+                self.runs.append(Run(sc, name, x, True))
+        self.clear(home)
+
+
+# ------------------------------------------------------------------------------------------------
+def payload_bytes(d: Path) -> int:
+    """Bytes of regular files under `d` outside hidden folders (our state, hf .locks, ms temp)."""
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(d):
+        dirnames[:] = [n for n in dirnames if not n.startswith(".")]
+        for name in filenames:
+            p = os.path.join(dirpath, name)
+            if name.startswith(".") or name.endswith((".lock", ".log")) or os.path.islink(p):
+                continue
+            with contextlib.suppress(OSError):
+                total += os.stat(p).st_size
+    return total
+
+
+def import_check(cmd: list[str], env: dict[str, str], log: Path) -> tuple[list[str], list[tuple[str, float]]]:
+    """(hub libraries imported, slowest top-level imports in ms) from `python -X importtime`."""
+    proc = subprocess.run(
+        [cmd[0], "-X", "importtime", *cmd[1:]], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120
+    )
+    log.write_text(proc.stderr)
+    heavy, top = set(), []
+    for line in proc.stderr.splitlines():
+        if not line.startswith("import time:") or "|" not in line:
+            continue
+        parts = line[len("import time:") :].split("|")
+        if len(parts) != 3 or not parts[1].strip().isdigit():
+            continue
+        name = parts[2].rstrip()
+        root = name.strip().split(".")[0]
+        if root in ("huggingface_hub", "modelscope", "modelscope_hub"):
+            heavy.add(root)
+        if not name.startswith("  "):  # top level
+            top.append((name.strip(), int(parts[1]) / 1000))
+    top.sort(key=lambda x: -x[1])
+    return sorted(heavy), top[:5]
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version(), "cpus": str(os.cpu_count()), "platform": platform.platform()}
+    for mod in ("huggingface_hub", "modelscope", "modelscope_hub", "requests", "urllib3"):
+        try:
+            from importlib.metadata import version
+
+            out[mod] = version(mod.replace("_", "-") if mod == "modelscope_hub" else mod)
+        except Exception:
+            out[mod] = "?"
+    for name in ("runpod_model_manager/transfer.py", "runpod_model_manager/manager.py"):
+        with contextlib.suppress(OSError):
+            out[name] = hashlib.sha256((REPO_ROOT / name).read_bytes()).hexdigest()[:16]
+    try:
+        git = ["git", "-C", str(REPO_ROOT)]
+        out["git_head"] = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+        out["git_dirty"] = subprocess.run(
+            [*git, "status", "--short"], capture_output=True, text=True
+        ).stdout.splitlines()
+    except OSError:
+        pass
+    try:
+        out["curl"] = subprocess.run(["curl", "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+    except OSError:
+        out["curl"] = "missing"
+    return out
+
+
+def render(rows: list[Row], targets: list[Target]) -> str:
+    def f(v, spec):
+        return format(v, spec) if v is not None else format("-", ">" + spec.split(".")[0])
+
+    head = f"{'scenario':<13} {'tool':<38} {'seconds':>8} {'MB/s':>8} {'ratio':>6}  notes"
+    lines = [head, "-" * len(head)]
+    last = None
+    for r in rows:
+        if last is not None and r.scenario.split()[0] != last:
+            lines.append("")
+        last = r.scenario.split()[0]
+        status = "" if r.ok else "FAILED "
+        runs = f" (median of {r.runs})" if r.runs > 1 and r.seconds is not None else ""
+        lines.append(
+            f"{r.scenario:<13} {r.tool:<38} {f(r.seconds, '8.3f')} {f(r.mbps, '8.1f')} "
+            f"{f(r.ratio, '6.2f')}  {status}{r.notes}{runs}"
+        )
+    lines += ["", "ratio = peer seconds / ours seconds on the same protocol (> 1: ours is faster).", "", "targets:"]
+    for t in targets:
+        verdict = {True: "MET", False: "MISSED", None: "info"}[t.met]
+        value = "-" if t.value is None else f"{t.value:.3f}"
+        lines.append(f"  [{verdict:>6}] S{t.scenario:<3} {t.what}: {value} (target {t.goal})")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes (256 MiB file, fewer models)")
+    parser.add_argument("--scenario", type=int, nargs="+", choices=[1, 2, 3, 4, 5], help="only these (default all)")
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--repeat", type=int, help="runs per tool in scenarios 1, 3, 4 (default 3; 1 with --quick)")
+    parser.add_argument("--size-mib", type=int, help="size of the big file (default 2048; 256 with --quick)")
+    parser.add_argument("--cap-mbps", type=float, help="scenario 2 cap, MB/s per connection (default 20)")
+    parser.add_argument("--timeout", type=float, help="seconds allowed to each client process")
+    parser.add_argument("--tmp-dir", type=Path, help="where to create the temporary directory (default $TMPDIR)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, repos)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print every client's output tail")
+    args = parser.parse_args(argv)
+
+    s = Settings.quick() if args.quick else Settings()
+    if args.repeat:
+        s.repeat = max(1, args.repeat)
+    if args.size_mib:
+        s.big_size = args.size_mib * MiB
+    if args.cap_mbps:
+        s.cap = int(args.cap_mbps * MB)
+    if args.timeout:
+        s.timeout = args.timeout
+    scenarios = sorted(set(args.scenario or [1, 2, 3, 4, 5]))
+    if shutil.which("curl") is None and (1 in scenarios or 5 in scenarios):
+        parser.error("curl is needed (apt-get install curl)")
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    root = Path(tempfile.mkdtemp(prefix="download-bench-", dir=args.tmp_dir))
+    print(
+        f"download benchmark: scenarios {scenarios}, {'quick' if args.quick else 'full'}; temp dir {root}", flush=True
+    )
+    bench = None
+    started = time.time()
+    try:
+        bench = Bench(s, root, args.verbose)
+        bench.say(f"hub process {bench.hub.pid} at {bench.hub.url} (cdn {bench.hub.cdn_url})")
+        for n in scenarios:
+            getattr(bench, f"scenario{n}")()
+        table = render(bench.rows, bench.targets)
+        print("\n" + table, flush=True)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(
+                json.dumps(
+                    {
+                        "mode": "quick" if args.quick else "full",
+                        "scenarios": scenarios,
+                        "settings": asdict(s),
+                        "environment": versions(),
+                        "wall_seconds": time.time() - started,
+                        "rows": [asdict(r) for r in bench.rows],
+                        "targets": [asdict(t) for t in bench.targets],
+                        "runs": [asdict(r) for r in bench.runs],
+                        "extra": bench.extra,
+                    },
+                    indent=2,
+                )
+            )
+            print(f"results written to {args.json}")
+        failed = [r for r in bench.rows if not r.ok]
+        return 1 if failed else 0
+    finally:
+        _kill_current()
+        if bench is not None:
+            bench.close()
+        if args.keep:
+            print(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
