@@ -247,7 +247,7 @@ class ModelManager:
     def _run(self, jobs: list[_Job], plans: dict[int, list[Transfer]], engine: TransferEngine, force: bool) -> None:
         owner: dict[Future, _Job] = {}
         deferred: list[tuple[Transfer, _Job]] = []
-        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+        with ThreadPoolExecutor(max_workers=self.workers) as pool, engine.stop_on_error():
 
             def submit(t: Transfer, job: _Job, wait_for_lock: bool) -> None:
                 owner[pool.submit(self._fetch, engine, t, wait_for_lock, force)] = (t, job)

@@ -7,32 +7,77 @@ Guarantees, whatever happens to the process:
   disk) continues from the bytes already on disk instead of from zero;
 - one process at a time works on a file: `<state>/locks/<key>.lock`, an flock held through the kernel, so it
   is released when its holder dies and never blocks a later run.
+
+Settings (EngineSettings) take their defaults from the environment, so that a deployment or a test can tune
+them without a CLI option; a value that is not a number stops the run with a one-line error:
+
+    RPMM_RETRIES            attempts in a row without progress, per part, before giving up   (6)
+    RPMM_RETRY_BACKOFF      first retry delay in seconds, doubled each time, with jitter     (0.5)
+    RPMM_RETRY_BACKOFF_MAX  longest delay between two attempts in seconds                    (30)
+    RPMM_RETRY_AFTER_MAX    longest Retry-After (429/503) honoured, in seconds                (300)
+    RPMM_STALL_TIMEOUT      no byte received for this many seconds: drop the connection, retry (30)
+    RPMM_CONNECT_TIMEOUT    seconds to open a connection                                      (10)
+    RPMM_RECORD_INTERVAL    seconds between two resume records of a file in flight           (1)
+    RPMM_PREALLOCATE        0: do not reserve a file's full size before its bytes arrive      (1)
+                            (for filesystems where fallocate is emulated by writing zeros)
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import json
 import os
 import random
+import re
 import threading
 import time
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import requests
 from filelock import FileLock, Timeout
 
-from .errors import TransferError
+from .errors import TransferError, UserError
 from .layout import atomic_write_text
 
 MiB = 1 << 20
 CHUNK = MiB
-RESUME_RECORD_EVERY = 16 * MiB  # bytes per part between two progress records
 DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_CHECKSUM = re.compile(r"^(sha256:[0-9a-f]{64}|git-sha1:[0-9a-f]{40})$")
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+
+
+def _env_number(name: str, default: float, kind: type = float) -> float:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        number = kind(value)
+    except ValueError:
+        number = None
+    if number is None or number < 0 or number != number:
+        raise UserError(f"{name} must be a non-negative {'integer' if kind is int else 'number'}, got {value!r}.")
+    return number
+
+
+def _env_flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if not value:
+        return default
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise UserError(f"{name} must be 1 or 0, got {value!r}.")
+
+
+def _setting(name: str, default: float, kind: type = float):
+    return field(default_factory=lambda: _env_number(name, default, kind))
 
 
 @dataclass(frozen=True)
@@ -54,13 +99,18 @@ class Transfer:
 
 @dataclass(frozen=True)
 class EngineSettings:
+    """Defaults come from the RPMM_* environment variables listed in the module docstring."""
+
     connections: int = 8  # parallel Range requests for one large file
     min_part_size: int = 16 * MiB  # files smaller than two parts are fetched with one request
-    retries: int = 6  # attempts in a row without progress, per part
-    backoff: float = 0.5  # first retry delay (s); doubles each time, with jitter
-    backoff_max: float = 30.0
-    stall_timeout: float = 30.0  # no byte for this long: drop the connection and retry
-    connect_timeout: float = 10.0
+    retries: int = _setting("RPMM_RETRIES", 6, int)  # attempts in a row without progress, per part
+    backoff: float = _setting("RPMM_RETRY_BACKOFF", 0.5)  # first retry delay (s); doubles, with jitter
+    backoff_max: float = _setting("RPMM_RETRY_BACKOFF_MAX", 30.0)
+    retry_after_max: float = _setting("RPMM_RETRY_AFTER_MAX", 300.0)  # cap on a hub's Retry-After
+    stall_timeout: float = _setting("RPMM_STALL_TIMEOUT", 30.0)  # no byte for this long: drop and retry
+    connect_timeout: float = _setting("RPMM_CONNECT_TIMEOUT", 10.0)
+    record_interval: float = _setting("RPMM_RECORD_INTERVAL", 1.0)  # s between resume records
+    preallocate: bool = field(default_factory=lambda: _env_flag("RPMM_PREALLOCATE", True))
 
 
 class DiskFullError(OSError):
@@ -79,6 +129,13 @@ class _Retryable(Exception):
 
 class _NoRangeSupport(Exception):
     pass
+
+
+class _Cancelled(TransferError):
+    """Another part of the same file failed, or the engine was stopped: this transfer stops too."""
+
+    def __init__(self, label: str = ""):
+        super().__init__(f"{label}: stopped" if label else "stopped")
 
 
 class Progress:
@@ -105,8 +162,47 @@ class _Part:
 
 
 def _retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After", "")
-    return float(value) if value.replace(".", "", 1).isdigit() else None
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
+    value = response.headers.get("Retry-After", "").strip()
+    if not value:
+        return None
+    if value.replace(".", "", 1).isdigit():
+        return float(value)
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+class _Recorder:
+    """Writes a file's resume record: at the start, at most every `interval` seconds while bytes arrive, and
+    when the transfer stops. The data is flushed to disk before the record that counts it, so a record never
+    claims bytes that a crash could lose."""
+
+    def __init__(self, engine: TransferEngine, t: Transfer, record: Path, parts: list[_Part], fd: int):
+        self.engine, self.t, self.record, self.parts, self.fd = engine, t, record, parts, fd
+        self.interval = engine.settings.record_interval
+        self.lock = threading.Lock()
+        self.last = time.monotonic()
+
+    def save(self) -> None:
+        with self.lock:
+            self._save()
+
+    def tick(self) -> None:
+        if time.monotonic() - self.last < self.interval or not self.lock.acquire(blocking=False):
+            return
+        try:
+            if time.monotonic() - self.last >= self.interval:
+                self._save()
+        finally:
+            self.lock.release()
+
+    def _save(self) -> None:
+        snapshot = [[p.start, p.end, p.done] for p in self.parts]
+        os.fdatasync(self.fd)
+        self.engine._save_parts(self.t, self.record, snapshot)
+        self.last = time.monotonic()
 
 
 def file_digest(path: Path, checksum: str) -> str:
@@ -125,14 +221,55 @@ def file_digest(path: Path, checksum: str) -> str:
 
 
 class TransferEngine:
-    def __init__(self, state_dir: Path, settings: EngineSettings | None = None, progress: Progress | None = None):
+    def __init__(
+        self,
+        state_dir: Path,
+        settings: EngineSettings | None = None,
+        progress: Progress | None = None,
+        root: Path | None = None,
+    ):
         self.dir = Path(state_dir) / "incomplete"
         self.locks = Path(state_dir) / "locks"
-        for folder in (self.dir, self.locks):
-            folder.mkdir(parents=True, exist_ok=True)
+        # every destination must lie inside the cache root (the state dir's parent unless given)
+        self.root = Path(os.path.normpath(os.path.abspath(root if root is not None else Path(state_dir).parent)))
         self.settings = settings or EngineSettings()
         self.progress = progress or Progress()
         self._local = threading.local()
+        self._stopped = False
+        self._cancels: set[threading.Event] = set()
+        self._cancels_lock = threading.Lock()
+
+    # -- stopping -----------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Make every transfer in flight stop at its next chunk, keeping its resume record (Ctrl-C, full disk)."""
+        with self._cancels_lock:
+            self._stopped = True
+            events = list(self._cancels)
+        for event in events:
+            event.set()
+
+    @contextlib.contextmanager
+    def stop_on_error(self):
+        """`with pool, engine.stop_on_error():` an exception (KeyboardInterrupt included) stops the transfers
+        before the pool waits for them, instead of waiting for every file to finish."""
+        try:
+            yield self
+        except BaseException:
+            self.stop()
+            raise
+
+    @contextlib.contextmanager
+    def _cancel_event(self):
+        event = threading.Event()
+        with self._cancels_lock:
+            if self._stopped:
+                event.set()
+            self._cancels.add(event)
+        try:
+            yield event
+        finally:
+            with self._cancels_lock:
+                self._cancels.discard(event)
 
     # -- paths and resume records -------------------------------------------------------------------
     def _key(self, t: Transfer) -> str:
@@ -141,6 +278,16 @@ class TransferEngine:
     def _paths(self, t: Transfer) -> tuple[Path, Path, Path]:
         key = self._key(t)
         return self.dir / f"{key}.part", self.dir / f"{key}.json", self.locks / f"{key}.lock"
+
+    def _check(self, t: Transfer) -> None:
+        """Refuse what the hub's metadata could use to write elsewhere or to trust unverifiable bytes."""
+        dest = os.path.normpath(os.path.abspath(t.dest))
+        if not dest.startswith(str(self.root).rstrip(os.sep) + os.sep):
+            raise TransferError(f"{t.label}: refused to write {t.dest}, which is outside the cache {self.root}")
+        if t.checksum is not None and not _CHECKSUM.match(t.checksum):
+            raise TransferError(f"{t.label}: refused the hub's malformed checksum {t.checksum!r}")
+        if t.size < 0:
+            raise TransferError(f"{t.label}: refused the hub's negative size {t.size}")
 
     def _plan(self, t: Transfer) -> list[_Part]:
         s = self.settings
@@ -155,17 +302,20 @@ class TransferEngine:
             data = json.loads(record.read_text())
             if data["size"] != t.size or data["checksum"] != t.checksum or not part_file.exists():
                 return None
-            return [_Part(*p) for p in data["parts"]]
+            if t.checksum is None and data.get("url") != t.url:  # nothing else tells two versions apart
+                return None
+            parts = [_Part(*p) for p in data["parts"]]
         except (OSError, ValueError, KeyError, TypeError):
             return None
+        position = 0
+        for p in parts:  # contiguous, covering the file, progress within bounds: else start over
+            if p.start != position or p.end < p.start or not 0 <= p.done <= p.end - p.start:
+                return None
+            position = p.end
+        return parts if position == t.size else None
 
-    def _save_parts(self, t: Transfer, record: Path, parts: list[_Part]) -> None:
-        data = {
-            "url": t.url,
-            "size": t.size,
-            "checksum": t.checksum,
-            "parts": [[p.start, p.end, p.done] for p in parts],
-        }
+    def _save_parts(self, t: Transfer, record: Path, parts: list[list[int]]) -> None:
+        data = {"url": t.url, "size": t.size, "checksum": t.checksum, "parts": parts}
         atomic_write_text(record, json.dumps(data))
 
     def resumable_bytes(self, t: Transfer) -> int:
@@ -180,9 +330,12 @@ class TransferEngine:
 
         With `force`, the file is fetched again even if present; the old one stays readable until replaced.
         """
+        self._check(t)
         if t.is_complete and not force:
             return 0
         part_file, record, lock_path = self._paths(t)
+        for folder in (self.dir, self.locks):  # here, not in __init__: a dry run writes nothing
+            folder.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(lock_path))
         try:
             lock.acquire(timeout=-1 if wait else 0)
@@ -209,24 +362,27 @@ class TransferEngine:
             record.unlink(missing_ok=True)
         already = sum(p.done for p in parts)
         self.progress.file_started(t.label, t.size, already)
-        record_lock = threading.Lock()
         fd = os.open(part_file, os.O_RDWR | os.O_CREAT, 0o644)
+        recorder = _Recorder(self, t, record, parts, fd)
         try:
             self._reserve(fd, t, part_file)
             pending = [p for p in parts if p.remaining > 0]
-            save = lambda: self._save_parts(t, record, parts)  # noqa: E731
-            if len(pending) <= 1:
-                for part in pending:
-                    self._fetch_part(t, fd, part, save, record_lock)
-            else:
-                with ThreadPoolExecutor(max_workers=min(self.settings.connections, len(pending))) as pool:
-                    for future in [pool.submit(self._fetch_part, t, fd, p, save, record_lock) for p in pending]:
-                        future.result()
+            if len(pending) > 1 and not already:
+                recorder.save()  # the plan, so that a kill before the first interval still resumes
+            with self._cancel_event() as cancel:
+                if len(pending) <= 1:
+                    for part in pending:
+                        self._fetch_part(t, fd, part, recorder, cancel)
+                else:
+                    self._fetch_parts(t, fd, pending, recorder, cancel)
             os.fsync(fd)
         except BaseException:
-            with record_lock:
-                if t.size >= 2 * CHUNK:
-                    self._save_parts(t, record, parts)
+            if sum(p.done for p in parts):
+                with contextlib.suppress(OSError):  # e.g. the disk is full: the last periodic record stays
+                    recorder.save()
+            else:  # nothing worth keeping: give the space back
+                part_file.unlink(missing_ok=True)
+                record.unlink(missing_ok=True)
             raise
         finally:
             os.close(fd)
@@ -235,9 +391,29 @@ class TransferEngine:
         self.progress.file_done(t.label, transferred)
         return transferred
 
+    def _fetch_parts(
+        self, t: Transfer, fd: int, pending: list[_Part], recorder: _Recorder, cancel: threading.Event
+    ) -> None:
+        """Fetch the parts in parallel; the first failure stops the others and is raised."""
+        pool = ThreadPoolExecutor(max_workers=min(self.settings.connections, len(pending)))
+        try:
+            futures = [pool.submit(self._fetch_part, t, fd, p, recorder, cancel) for p in pending]
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            failures = [f.exception() for f in futures if f in done and f.exception() is not None]
+            failed = next((e for e in failures if not isinstance(e, _Cancelled)), failures[0] if failures else None)
+            if failed is not None:
+                cancel.set()
+                wait(futures)
+                raise failed
+        except BaseException:
+            cancel.set()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
     def _reserve(self, fd: int, t: Transfer, part_file: Path) -> None:
         """Give the part file its final size up front, so that a full disk shows before the bytes are sent."""
-        if os.fstat(fd).st_size == t.size:
+        if not self.settings.preallocate or os.fstat(fd).st_size == t.size:
             return
         try:
             os.posix_fallocate(fd, 0, t.size) if t.size else None
@@ -247,6 +423,11 @@ class TransferEngine:
             os.ftruncate(fd, t.size)  # filesystems without fallocate: a sparse file
 
     def _finish(self, t: Transfer, part_file: Path, record: Path) -> None:
+        size = part_file.stat().st_size
+        if size != t.size:
+            part_file.unlink(missing_ok=True)
+            record.unlink(missing_ok=True)
+            raise TransferError(f"{t.label}: size {size} differs from the hub's {t.size}; discarded, run again")
         if t.checksum:
             actual = file_digest(part_file, t.checksum)
             if actual != t.checksum:
@@ -256,11 +437,10 @@ class TransferEngine:
                     f"{t.label}: downloaded bytes do not match the hub's checksum ({t.checksum}); "
                     "the file was discarded, run again"
                 )
-        elif part_file.stat().st_size != t.size:
-            raise TransferError(f"{t.label}: size {part_file.stat().st_size} differs from the hub's {t.size}")
         t.dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(part_file, t.dest)
         record.unlink(missing_ok=True)
+        _fsync_dir(t.dest.parent)
 
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
@@ -268,24 +448,30 @@ class TransferEngine:
             session = self._local.session = requests.Session()
         return session
 
-    def _fetch_part(self, t: Transfer, fd: int, part: _Part, save: Callable[[], None], record_lock) -> None:
+    def _fetch_part(self, t: Transfer, fd: int, part: _Part, recorder: _Recorder, cancel: threading.Event) -> None:
+        s = self.settings
         failures = 0
         while part.remaining > 0:
             before = part.done
             try:
-                self._stream(t, fd, part, save, record_lock)
+                self._stream(t, fd, part, recorder, cancel)
             except _Retryable as exc:
                 failures = 1 if part.done > before else failures + 1
-                if failures > self.settings.retries:
+                attempts = s.retries + 1
+                if failures >= attempts:
                     raise TransferError(f"{t.label}: {exc} (gave up after {failures} attempts)") from None
                 delay = exc.retry_after
                 if delay is None:
-                    delay = min(self.settings.backoff_max, self.settings.backoff * 2 ** (failures - 1))
-                    delay *= 0.5 + random.random()
-                self.progress.note(f"{t.label}: {exc}; retry {failures}/{self.settings.retries} in {delay:.1f}s")
-                time.sleep(delay)
+                    delay = min(s.backoff_max, s.backoff * 2 ** (failures - 1)) * (0.5 + random.random())
+                else:
+                    delay = min(delay, s.retry_after_max)
+                self.progress.note(f"{t.label}: {exc}; retry {failures}/{s.retries} in {delay:.1f}s")
+                if cancel.wait(delay):
+                    raise _Cancelled(t.label) from None
 
-    def _stream(self, t: Transfer, fd: int, part: _Part, save: Callable[[], None], record_lock) -> None:
+    def _stream(self, t: Transfer, fd: int, part: _Part, recorder: _Recorder, cancel: threading.Event) -> None:
+        if cancel.is_set():
+            raise _Cancelled(t.label)
         offset = part.start + part.done
         whole_file = part.start == 0 and part.end == t.size
         headers = {**t.headers, "Accept-Encoding": "identity"}
@@ -300,7 +486,7 @@ class TransferEngine:
             raise _Retryable(f"connection failed ({type(exc).__name__})") from exc
         with response:
             status = response.status_code
-            if status == 429 or status >= 500:
+            if status in (408, 429) or status >= 500:
                 raise _Retryable(f"HTTP {status}", _retry_after(response))
             if status == 200 and "Range" in headers:
                 if not whole_file:
@@ -308,27 +494,39 @@ class TransferEngine:
                 if offset:  # the server restarts from byte 0: so do we
                     part.done = 0
                     offset = 0
-            elif status not in (200, 206):
+            elif status == 206:
+                self._check_content_range(t, response, offset)
+            elif status != 200:
                 raise TransferError(f"{t.label}: the hub answered HTTP {status} for {t.url}")
-            since_record = 0
             try:
                 for chunk in response.iter_content(CHUNK):
                     chunk = chunk[: part.remaining]
                     self._write(fd, chunk, offset, t)
                     offset += len(chunk)
                     part.done += len(chunk)
-                    since_record += len(chunk)
                     self.progress.advance(t.label, len(chunk))
-                    if since_record >= RESUME_RECORD_EVERY:
-                        since_record = 0
-                        with record_lock:
-                            save()
                     if part.remaining == 0:
                         break
+                    recorder.tick()
+                    if cancel.is_set():
+                        raise _Cancelled(t.label)
             except requests.RequestException as exc:
                 raise _Retryable(f"connection lost after {part.done} bytes ({type(exc).__name__})") from exc
         if part.remaining > 0:
             raise _Retryable(f"connection closed early, {part.remaining} bytes missing")
+
+    @staticmethod
+    def _check_content_range(t: Transfer, response: requests.Response, offset: int) -> None:
+        match = _CONTENT_RANGE.match(response.headers.get("Content-Range", "").strip())
+        if match is None:
+            return  # no usable header: the length and checksum checks still apply
+        start, total = int(match.group(1)), match.group(3)
+        if total != "*" and int(total) != t.size:
+            raise TransferError(
+                f"{t.label}: the hub now serves {total} bytes instead of {t.size}; the file changed, run again"
+            )
+        if start != offset:
+            raise _Retryable(f"the hub answered bytes from {start} instead of {offset}")
 
     @staticmethod
     def _write(fd: int, data: bytes, offset: int, t: Transfer) -> None:
@@ -342,3 +540,17 @@ class TransferEngine:
                 raise
             view = view[written:]
             offset += written
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename in `path` durable (best effort: some filesystems refuse to open a directory)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
