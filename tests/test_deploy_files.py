@@ -835,3 +835,30 @@ def test_marked_commands_are_real_commands(tmp_path):
             assert normalized(words) == normalized(scripted), command
             docker_builds += 1
     assert docker_builds == 1
+
+
+HANDLER_ON_IMAGE = """
+import base64, json, sys
+import handler
+audio = base64.b64encode(open(sys.argv[1], "rb").read()).decode()
+print(json.dumps(handler.handler({"id": "image", "input": {"task": "speaker_diarization", "audio_base64": audio}})))
+"""
+
+
+def test_handler_runs_offline_on_the_image_cache(hub_env, tmp_path):
+    """The Dockerfile's download step fills /models from the hub; the handler then serves from it, offline."""
+    from tests.test_handler import SILERO_VAD, VOICE_ENCODER, _package_file
+
+    real = {
+        SILERO_VAD.repo_id: {"silero_vad.onnx": _package_file("silero_vad", "data/silero_vad.onnx")},
+        VOICE_ENCODER.repo_id: {"resemblyzer/pretrained.pt": _package_file("resemblyzer", "pretrained.pt")},
+    }
+    built = build_serverless_cache(
+        hub_env.hub, hub_env.env, tmp_path / "image", lambda spec: real.get(spec.repo_id) or fake_repo_files(spec)
+    )
+    env = {**built.runtime_env, "PYTHONPATH": str(REPO)}
+    proc = run([sys.executable, "-c", HANDLER_ON_IMAGE, str(REPO / "tests/data/two_speakers.wav")], cwd=tmp_path, env=env)
+    assert proc.returncode == 0, explain(proc)
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["num_speakers"] == 2, result
+    assert len(result["segments"]) >= 6, result
