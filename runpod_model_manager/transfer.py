@@ -200,8 +200,17 @@ class _Recorder:
 
     def _save(self) -> None:
         snapshot = [[p.start, p.end, p.done] for p in self.parts]
-        os.fdatasync(self.fd)
-        self.engine._save_parts(self.t, self.record, snapshot)
+        try:
+            try:
+                os.fdatasync(self.fd)
+            except OSError as exc:
+                if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):  # not: unsupported here
+                    raise
+            self.engine._save_parts(self.t, self.record, snapshot)
+        except OSError as exc:
+            if exc.errno in DISK_FULL_ERRNOS:
+                raise DiskFullError(exc.errno, f"disk full while writing {self.t.label}", str(self.record)) from exc
+            raise
         self.last = time.monotonic()
 
 

@@ -857,7 +857,9 @@ def test_handler_runs_offline_on_the_image_cache(hub_env, tmp_path):
         hub_env.hub, hub_env.env, tmp_path / "image", lambda spec: real.get(spec.repo_id) or fake_repo_files(spec)
     )
     env = {**built.runtime_env, "PYTHONPATH": str(REPO)}
-    proc = run([sys.executable, "-c", HANDLER_ON_IMAGE, str(REPO / "tests/data/two_speakers.wav")], cwd=tmp_path, env=env)
+    proc = run(
+        [sys.executable, "-c", HANDLER_ON_IMAGE, str(REPO / "tests/data/two_speakers.wav")], cwd=tmp_path, env=env
+    )
     assert proc.returncode == 0, explain(proc)
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["num_speakers"] == 2, result
