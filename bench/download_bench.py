@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hashlib
 import json
 import multiprocessing as mp
@@ -37,6 +38,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from tests.hub.client_env import CLEARED_VARS, client_env  # noqa: E402 (after the path is set)
+
 try:
     import psutil
 except ImportError:  # peak RSS then comes from wait4's ru_maxrss only
@@ -47,25 +50,6 @@ MiB = 1 << 20
 MB = 1_000_000
 HF, MS = "huggingface", "modelscope"
 RARE_SYNC = "ours, RPMM_RECORD_INTERVAL=600 (info)"
-
-# Environment variables that would make a client reach the internet, use a token or change behaviour.
-CLEARED_VARS = (
-    "HF_TOKEN",
-    "HUGGING_FACE_HUB_TOKEN",
-    "HF_HUB_OFFLINE",
-    "HF_HUB_ENABLE_HF_TRANSFER",
-    "MODELSCOPE_API_TOKEN",
-    "MODELSCOPE_DOMAIN",
-    "MODELSCOPE_PREFER_AI_SITE",
-    "MODEL_CACHE_DIR",
-    "RUNPOD_VOLUME_PATH",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "ALL_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "all_proxy",
-)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -349,29 +333,8 @@ class Bench:
 
     def env(self, home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in CLEARED_VARS}
-        hf_home = home / "hf_home"
-        env.update(
-            {
-                "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-                "HF_ENDPOINT": self.hub.url,
-                "MODELSCOPE_ENDPOINT": self.hub.url,
-                "HF_HOME": str(hf_home),
-                "HF_HUB_CACHE": str(hf_home / "hub"),
-                "HF_XET_CACHE": str(hf_home / "xet"),
-                "HF_TOKEN_PATH": str(hf_home / "token"),
-                "HF_STORED_TOKENS_PATH": str(hf_home / "stored_tokens"),
-                "HF_HUB_DISABLE_TELEMETRY": "1",
-                "HF_HUB_DISABLE_XET": "1",
-                "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-                "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1",
-                "DISABLE_SYMLINKS_WARNING": "1",
-                "MODELSCOPE_CACHE": str(home / "ms_cache"),
-                "MODELSCOPE_HOME": str(home / "ms_home"),
-                "NO_PROXY": "127.0.0.1,localhost",
-                "no_proxy": "127.0.0.1,localhost",
-                "PYTHONUNBUFFERED": "1",
-            }
-        )
+        env.update(client_env(self.hub.url, home))
+        env.update({"PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}", "PYTHONUNBUFFERED": "1"})
         env.update(extra or {})
         return env
 
@@ -824,64 +787,18 @@ class Bench:
             *base,
         ]
         sc = "4a warm"
-        lock_run = self.measure(
-            sc,
-            "ours: lock (resolve all)",
-            [lock_cmd],
-            home=home,
-            expect_bytes=0,
-            check_dir=home,
-            env_extra=env_extra,
-            keep=True,
-        )
-        cold = self.measure(
-            sc,
-            "ours: --project, cold (with lock)",
-            [all_lock],
-            home=home,
-            expect_bytes=nbytes,
-            check_dir=cache,
-            env_extra=env_extra,
-            keep=True,
-        )
-        runs = [lock_run, cold]
+        ours = functools.partial(self.measure, sc, home=home, env_extra=env_extra, keep=True)
+        runs = [
+            ours("ours: lock (resolve all)", [lock_cmd], expect_bytes=0, check_dir=home),
+            ours("ours: --project, cold (with lock)", [all_lock], expect_bytes=nbytes, check_dir=cache),
+        ]
+        warm = {
+            "ours: --project, warm, models.lock": all_lock,
+            "ours: --project, warm, no lock": all_nolock,
+            "ours: one-off IDs, warm, no lock": one_off,
+        }
         for _ in range(s.repeat):
-            runs.append(
-                self.measure(
-                    sc,
-                    "ours: --project, warm, models.lock",
-                    [all_lock],
-                    home=home,
-                    expect_bytes=nbytes,
-                    check_dir=cache,
-                    env_extra=env_extra,
-                    keep=True,
-                )
-            )
-            runs.append(
-                self.measure(
-                    sc,
-                    "ours: --project, warm, no lock",
-                    [all_nolock],
-                    home=home,
-                    expect_bytes=nbytes,
-                    check_dir=cache,
-                    env_extra=env_extra,
-                    keep=True,
-                )
-            )
-            runs.append(
-                self.measure(
-                    sc,
-                    "ours: one-off IDs, warm, no lock",
-                    [one_off],
-                    home=home,
-                    expect_bytes=nbytes,
-                    check_dir=cache,
-                    env_extra=env_extra,
-                    keep=True,
-                )
-            )
+            runs += [ours(label, [cmd], expect_bytes=nbytes, check_dir=cache) for label, cmd in warm.items()]
         # Peers, for context: cold then warm, model by model.
         peer_home = self.fresh_dir("warm-peers")
         peer_cmds = [

@@ -95,7 +95,7 @@ def _open_cache(cache_dir: Path | None, reporter: Reporter, create: bool = True)
     return cache
 
 
-def _manager(cache, token, lock_file, frozen, reporter, workers=8, connections=8):
+def _manager(cache, token, lock_file, frozen, reporter, workers=None, connections=None):
     from runpod_model_manager.lockfile import LockFile
     from runpod_model_manager.manager import ModelManager
     from runpod_model_manager.transfer import EngineSettings
@@ -105,10 +105,9 @@ def _manager(cache, token, lock_file, frozen, reporter, workers=8, connections=8
         raise UserError(
             f"--frozen needs a lock file and {lock_file} does not exist; create it with `download-models lock`."
         )
-    settings = EngineSettings(connections=connections)
-    return ModelManager(
-        cache, token=token, lock=lock, frozen=frozen, settings=settings, progress=reporter, workers=workers
-    )
+    tuning = {"workers": workers} if workers else {}
+    settings = EngineSettings(connections=connections) if connections else EngineSettings()
+    return ModelManager(cache, token=token, lock=lock, frozen=frozen, settings=settings, progress=reporter, **tuning)
 
 
 @click.group(cls=DefaultToDownload, context_settings={"help_option_names": ["-h", "--help"]})
@@ -137,10 +136,8 @@ def cli():
 @click.option("--dry-run", is_flag=True, help="Show what would be downloaded (files, bytes); write nothing.")
 @click.option("--force", is_flag=True, help="Download again even what is complete.")
 @click.option("--frozen", is_flag=True, help="Use only the lock file's commits; fail if it is missing or stale.")
-@click.option("--workers", default=16, show_default=True, type=click.IntRange(1, 64), help="Files fetched at once.")
-@click.option(
-    "--connections", default=8, show_default=True, type=click.IntRange(1, 64), help="Connections per large file."
-)
+@click.option("--workers", type=click.IntRange(1, 64), help="Files fetched at once (default: 16).")
+@click.option("--connections", type=click.IntRange(1, 64), help="Connections per large file (default: 8).")
 @common_options
 @handle_errors
 def download(
@@ -339,7 +336,6 @@ def verify(models, project_names, repair, cache_dir, token, lock_file, json_outp
         for report in bad:
             report.remove_bad_files()
         results = manager.download([r.spec for r in bad])
-        reporter.close()
         for report, result in zip(bad, results, strict=True):
             report.repaired = result.status != "failed"
             report.repair_error = result.error

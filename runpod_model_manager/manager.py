@@ -16,10 +16,12 @@ from runpod_model_manager.errors import ModelError, TransferError, UserError
 from runpod_model_manager.layout import UnsafePathError, check_repo_path
 from runpod_model_manager.lockfile import LockFile
 from runpod_model_manager.records import Records
+from runpod_model_manager.reporting import human_bytes
 from runpod_model_manager.specs import ModelSpec
 from runpod_model_manager.transfer import DiskFullError, EngineSettings, FileBusy, Progress, Transfer, TransferEngine
 
 RESOLVE_WORKERS = 8
+DEFAULT_WORKERS = 16  # files at once, across all models: latency-bound downloads of many small files
 
 
 @dataclass
@@ -60,14 +62,6 @@ class _Job:
     pending: int = 0
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1000
-    return str(n)
-
-
 class ModelManager:
     def __init__(
         self,
@@ -78,7 +72,7 @@ class ModelManager:
         frozen: bool = False,
         settings: EngineSettings | None = None,
         progress: Progress | None = None,
-        workers: int = 8,
+        workers: int = DEFAULT_WORKERS,
     ):
         self.cache = cache
         self.token = token
@@ -102,12 +96,11 @@ class ModelManager:
     def resolve(self, spec: ModelSpec) -> ResolvedModel:
         """The commit to fetch: from the lock file when it pins the spec, else from the hub."""
         downloader = self.downloader(spec.source)
-        pinned = self.lock.pinned(spec, downloader.file_url) if self.lock else None
-        if pinned is not None:
-            return pinned
-        if self.frozen:
+        model = self.lock.pinned(spec, downloader.file_url) if self.lock else None
+        if model is None and self.frozen:
             raise ModelError(str(spec), "not in the lock file; run `download-models lock` (--frozen resolves nothing).")
-        model = downloader.resolve(spec)
+        model = model or downloader.resolve(spec)
+        # hub data and lock entries alike name folders and files: neither may point outside the model
         for file in model.files:
             try:
                 check_repo_path(file.path)
@@ -234,14 +227,14 @@ class ModelManager:
         ]
 
     def _check_space(self, engine: TransferEngine, transfers: list[Transfer]) -> None:
-        needed = sum(t.size - engine.resumable_bytes(t) for t in transfers)
+        needed = sum(t.size - engine.reserved_bytes(t) for t in transfers)
         if not needed:
             return
         free = shutil.disk_usage(self.cache.path).free
         if needed > free:
             raise UserError(
-                f"not enough disk space in {self.cache.path}: the download needs {_human(needed)} "
-                f"but only {_human(free)} is free; free up space or use a larger volume (nothing was written)."
+                f"not enough disk space in {self.cache.path}: the download needs {human_bytes(needed)} "
+                f"but only {human_bytes(free)} is free; free up space or use a larger volume (nothing was written)."
             )
 
     def _run(self, jobs: list[_Job], plans: dict[int, list[Transfer]], engine: TransferEngine, force: bool) -> None:

@@ -327,6 +327,13 @@ class TransferEngine:
         data = {"url": t.url, "size": t.size, "checksum": t.checksum, "parts": parts}
         atomic_write_text(record, json.dumps(data))
 
+    def reserved_bytes(self, t: Transfer) -> int:
+        """Disk space the partial file of `t` already occupies (all of it once preallocated)."""
+        try:
+            return min(t.size, self._paths(t)[0].stat().st_blocks * 512)
+        except OSError:
+            return 0
+
     def resumable_bytes(self, t: Transfer) -> int:
         """Bytes of `t` already on disk from an earlier, interrupted run."""
         part_file, record, _ = self._paths(t)

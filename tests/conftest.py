@@ -22,48 +22,13 @@ from pathlib import Path
 import pytest
 
 from tests.hub import LocalHub
+from tests.hub.client_env import CLEARED_VARS, client_env
 
 _SESSION: dict = {}
 
-_CLEARED_VARS = (
-    "HF_TOKEN",
-    "HUGGING_FACE_HUB_TOKEN",
-    "HF_HUB_OFFLINE",
-    "TRANSFORMERS_OFFLINE",
-    "HF_DATASETS_OFFLINE",
-    "HF_HUB_ENABLE_HF_TRANSFER",
-    "MODELSCOPE_API_TOKEN",
-    "MODELSCOPE_DOMAIN",
-    "MODELSCOPE_PREFER_AI_SITE",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "ALL_PROXY",
-    "http_proxy",
-    "https_proxy",
-    "all_proxy",
-)
-
 
 def _env_for(hub: LocalHub, root: Path) -> dict[str, str]:
-    hf_home = root / "hf_home"
-    return {
-        "HF_ENDPOINT": hub.url,
-        "MODELSCOPE_ENDPOINT": hub.url,
-        "HF_HOME": str(hf_home),
-        "HF_HUB_CACHE": str(hf_home / "hub"),
-        "HF_XET_CACHE": str(hf_home / "xet"),
-        "HF_TOKEN_PATH": str(hf_home / "token"),
-        "HF_STORED_TOKENS_PATH": str(hf_home / "stored_tokens"),
-        "HF_HUB_DISABLE_TELEMETRY": "1",
-        "HF_HUB_DISABLE_XET": "1",
-        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-        "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1",
-        "DISABLE_SYMLINKS_WARNING": "1",
-        "MODELSCOPE_CACHE": str(root / "ms_cache"),
-        "MODELSCOPE_HOME": str(root / "ms_home"),
-        "NO_PROXY": "127.0.0.1,localhost",
-        "no_proxy": "127.0.0.1,localhost",
-    }
+    return client_env(hub.url, root)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -71,8 +36,8 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     hub = LocalHub().start()
     root = Path(tempfile.mkdtemp(prefix="localhub-session-"))
-    saved = {k: os.environ.get(k) for k in (*_CLEARED_VARS, *_env_for(hub, root))}
-    for k in _CLEARED_VARS:
+    saved = {k: os.environ.get(k) for k in (*CLEARED_VARS, *_env_for(hub, root))}
+    for k in CLEARED_VARS:
         os.environ.pop(k, None)
     os.environ.update(_env_for(hub, root))
     _SESSION.update(hub=hub, root=root, saved=saved)
@@ -133,7 +98,7 @@ def hub_env(hub: LocalHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> H
     """Per-test cache/home dirs in tmp_path, endpoints -> hub, tokens cleared, telemetry/xet off."""
     root = tmp_path / "hubenv"
     values = _env_for(hub, root)
-    for k in _CLEARED_VARS:
+    for k in CLEARED_VARS:
         monkeypatch.delenv(k, raising=False)
     for k, v in values.items():
         monkeypatch.setenv(k, v)

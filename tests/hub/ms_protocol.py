@@ -87,6 +87,15 @@ def _commit_or_error(repo: Repo, revision: str | None) -> tuple[Commit | None, R
     return commit, None
 
 
+def _requested_commit(req: Request, repo_id: str) -> tuple[Commit | None, Response | None]:
+    """The commit a content request's `Revision` names, or the error the hub answers instead."""
+    repo, err = _repo_or_error(req, repo_id, content=True)
+    if err:
+        return None, err
+    assert repo is not None
+    return _commit_or_error(repo, req.query.get("Revision") or None)
+
+
 def _info_payload(repo: Repo) -> dict:
     owner, name = repo.repo_id.split("/")
     head = repo.commits[repo.branches[repo.default_branch]] if repo.default_branch in repo.branches else None
@@ -179,11 +188,7 @@ def _file_entries(commit: Commit, root: str, recursive: bool) -> list[dict]:
 
 
 def _files(req: Request, repo_id: str) -> Response:
-    repo, err = _repo_or_error(req, repo_id, content=True)
-    if err:
-        return err
-    assert repo is not None
-    commit, err = _commit_or_error(repo, req.query.get("Revision") or None)
+    commit, err = _requested_commit(req, repo_id)
     if err:
         return err
     assert commit is not None
@@ -218,11 +223,7 @@ def _revisions(req: Request, repo_id: str) -> Response:
 
 
 def _download(req: Request, repo_id: str) -> Response:
-    repo, err = _repo_or_error(req, repo_id, content=True)
-    if err:
-        return err
-    assert repo is not None
-    commit, err = _commit_or_error(repo, req.query.get("Revision") or None)
+    commit, err = _requested_commit(req, repo_id)
     if err:
         return err
     assert commit is not None
