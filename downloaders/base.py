@@ -72,8 +72,13 @@ class Downloader(ABC):
         """The URL of one file at a commit (built without a request, so locked models need no resolution)."""
 
     @abstractmethod
-    def resolve(self, spec: ModelSpec) -> ResolvedModel:
-        """Pin the spec's revision to a commit and list its files (network; raises ModelError)."""
+    def resolve(self, spec: ModelSpec, exact: bool = False) -> ResolvedModel:
+        """List the files of the spec's revision (network; raises ModelError).
+
+        `commit` is the exact commit where the hub tells it in the same request; a source whose listing does
+        not (ModelScope) may return the branch or tag name instead, unless `exact` asks it to spend another
+        request on pinning it (as the lock file does).
+        """
 
     @abstractmethod
     def blob_path(self, model: ResolvedModel, file: RemoteFile) -> Path:

@@ -52,7 +52,7 @@ class HuggingFaceDownloader(Downloader):
     def request_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
-    def resolve(self, spec: ModelSpec) -> ResolvedModel:
+    def resolve(self, spec: ModelSpec, exact: bool = False) -> ResolvedModel:
         from huggingface_hub import HfApi
 
         revision = spec.revision or self.default_revision

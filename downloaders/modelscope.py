@@ -47,13 +47,14 @@ class ModelScopeDownloader(Downloader):
             return {}
         return {"Authorization": f"Bearer {self.token}", "Cookie": f"m_session_id={self.token}"}
 
-    def resolve(self, spec: ModelSpec) -> ResolvedModel:
+    def resolve(self, spec: ModelSpec, exact: bool = False) -> ResolvedModel:
         from modelscope_hub.api import HubApi
 
         revision = spec.revision or self.default_revision
         api = HubApi(endpoint=_endpoint(), token=self.token or "")
         try:
-            commit = revision if _COMMIT.match(revision) else self._commit_of(api, spec.repo_id, revision)
+            pin = exact and not _COMMIT.match(revision)
+            commit = self._commit_of(api, spec.repo_id, revision) if pin else revision
             listing = api.list_repo_files(spec.repo_id, "model", revision=commit, recursive=True)
         except ModelError:
             raise

@@ -301,7 +301,7 @@ def lock(project_names, upgrade, cache_dir, token, lock_file, json_output, quiet
     current = manager.lock or LockFile.empty(lock_file)
     manager.lock = None if upgrade else current
     failed = []
-    for resolved in manager.resolve_all(specs):
+    for resolved in manager.resolve_all(specs, exact=True):
         if isinstance(resolved, Exception):
             failed.append(resolved)
         else:

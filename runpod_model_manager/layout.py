@@ -26,8 +26,12 @@ def check_repo_path(path: str) -> str:
     return path
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a small file so that readers see the old or the new content, never a partial one."""
+def atomic_write_text(path: Path, text: str, durable: bool = True) -> None:
+    """Write a small file so that readers see the old or the new content, never a partial one.
+
+    `durable=False` skips the fsync, for files whose loss in an OS crash is harmless: an fsync can make the
+    filesystem write back every other dirty file too (ext4's ordered journal), which stalls large downloads.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -35,7 +39,8 @@ def atomic_write_text(path: Path, text: str) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -93,13 +93,13 @@ class ModelManager:
             self._downloaders[source] = cls(self.cache.path, token)
         return self._downloaders[source]
 
-    def resolve(self, spec: ModelSpec) -> ResolvedModel:
+    def resolve(self, spec: ModelSpec, exact: bool = False) -> ResolvedModel:
         """The commit to fetch: from the lock file when it pins the spec, else from the hub."""
         downloader = self.downloader(spec.source)
         model = self.lock.pinned(spec, downloader.file_url) if self.lock else None
         if model is None and self.frozen:
             raise ModelError(str(spec), "not in the lock file; run `download-models lock` (--frozen resolves nothing).")
-        model = model or downloader.resolve(spec)
+        model = model or downloader.resolve(spec, exact)
         # hub data and lock entries alike name folders and files: neither may point outside the model
         for file in model.files:
             try:
@@ -110,10 +110,10 @@ class ModelManager:
             raise ModelError(str(spec), f"refused the hub's commit id {model.commit!r}: it is not a commit hash.")
         return model
 
-    def resolve_all(self, specs: list[ModelSpec]) -> list[ResolvedModel | ModelError]:
+    def resolve_all(self, specs: list[ModelSpec], exact: bool = False) -> list[ResolvedModel | ModelError]:
         def one(spec: ModelSpec) -> ResolvedModel | ModelError:
             try:
-                return self.resolve(spec)
+                return self.resolve(spec, exact)
             except ModelError as exc:
                 return exc
             except UserError as exc:
@@ -204,14 +204,15 @@ class ModelManager:
         return transfers
 
     def _changed_in_place(self, job: _Job, already: set[str]) -> list[RemoteFile]:
-        """Files that sit at the same path for another commit of this revision with other content.
+        """Files whose content changed since this revision was last recorded, at the same path.
 
         Only possible where a layout is keyed by revision name (ModelScope's snapshots/master): a branch
         that moved on can change a file and keep its size, so size alone would call the old one complete.
+        The record is compared even under the same "commit", which for such a source may be the branch name.
         """
         spec, downloader = job.model.spec, job.downloader
         previous_commit = self.records.commit_for(spec, downloader.default_revision)
-        if previous_commit in (None, job.model.commit):
+        if previous_commit is None:
             return []
         previous = self.records.manifest(spec, previous_commit)
         if previous is None:

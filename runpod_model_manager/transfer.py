@@ -38,15 +38,18 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 from filelock import FileLock, Timeout
 
+from .checksums import PrefixHasher
 from .errors import TransferError, UserError
 from .layout import atomic_write_text
 
 MiB = 1 << 20
 CHUNK = MiB
+PARTS_PER_CONNECTION = 8
 DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _CHECKSUM = re.compile(r"^(sha256:[0-9a-f]{64}|git-sha1:[0-9a-f]{40})$")
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
@@ -176,8 +179,9 @@ def _retry_after(response: requests.Response) -> float | None:
 
 class _Recorder:
     """Writes a file's resume record: at the start, at most every `interval` seconds while bytes arrive, and
-    when the transfer stops. The data is flushed to disk before the record that counts it, so a record never
-    claims bytes that a crash could lose."""
+    when the transfer stops. A process that dies loses nothing the kernel already has. Against an OS crash:
+    a file without a checksum is flushed to disk before the record that counts it; with a checksum, the final
+    check catches lost bytes (the file is discarded and fetched again), so no flush slows the download."""
 
     def __init__(self, engine: TransferEngine, t: Transfer, record: Path, parts: list[_Part], fd: int):
         self.engine, self.t, self.record, self.parts, self.fd = engine, t, record, parts, fd
@@ -201,32 +205,18 @@ class _Recorder:
     def _save(self) -> None:
         snapshot = [[p.start, p.end, p.done] for p in self.parts]
         try:
-            try:
-                os.fdatasync(self.fd)
-            except OSError as exc:
-                if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):  # not: unsupported here
-                    raise
+            if self.t.checksum is None:  # with a checksum, bytes an OS crash loses are caught at the end anyway
+                try:
+                    os.fdatasync(self.fd)
+                except OSError as exc:
+                    if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):  # not: unsupported here
+                        raise
             self.engine._save_parts(self.t, self.record, snapshot)
         except OSError as exc:
             if exc.errno in DISK_FULL_ERRNOS:
                 raise DiskFullError(exc.errno, f"disk full while writing {self.t.label}", str(self.record)) from exc
             raise
         self.last = time.monotonic()
-
-
-def file_digest(path: Path, checksum: str) -> str:
-    """The digest of `path` in the same algorithm as `checksum`, formatted alike."""
-    algo = checksum.partition(":")[0]
-    if algo == "git-sha1":
-        h = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
-    elif algo == "sha256":
-        h = hashlib.sha256()
-    else:
-        raise ValueError(f"unknown checksum algorithm '{algo}'")
-    with open(path, "rb") as f:
-        while chunk := f.read(8 * MiB):
-            h.update(chunk)
-    return f"{algo}:{h.hexdigest()}"
 
 
 class TransferEngine:
@@ -244,6 +234,7 @@ class TransferEngine:
         self.settings = settings or EngineSettings()
         self.progress = progress or Progress()
         self._local = threading.local()
+        self._routes: dict[str, str] = {}  # hub URL -> the URL it redirected to
         self._stopped = False
         self._cancels: set[threading.Event] = set()
         self._cancels_lock = threading.Lock()
@@ -300,7 +291,9 @@ class TransferEngine:
 
     def _plan(self, t: Transfer) -> list[_Part]:
         s = self.settings
-        count = max(1, min(s.connections * 2, t.size // s.min_part_size))
+        # many parts, fetched in order: the finished prefix grows steadily (hashed as it grows) and a slow
+        # connection holds up one small part, not a large share of the file
+        count = max(1, min(t.size // s.min_part_size, s.connections * PARTS_PER_CONNECTION))
         step = -(-t.size // count) if t.size else 0
         return (
             [_Part(start, min(start + step, t.size)) for start in range(0, t.size, step)] if t.size else [_Part(0, 0)]
@@ -325,7 +318,8 @@ class TransferEngine:
 
     def _save_parts(self, t: Transfer, record: Path, parts: list[list[int]]) -> None:
         data = {"url": t.url, "size": t.size, "checksum": t.checksum, "parts": parts}
-        atomic_write_text(record, json.dumps(data))
+        # with a checksum, a record lost or stale after an OS crash only costs bytes: the final check catches it
+        atomic_write_text(record, json.dumps(data), durable=t.checksum is None)
 
     def reserved_bytes(self, t: Transfer) -> int:
         """Disk space the partial file of `t` already occupies (all of it once preallocated)."""
@@ -380,6 +374,7 @@ class TransferEngine:
         self.progress.file_started(t.label, t.size, already)
         fd = os.open(part_file, os.O_RDWR | os.O_CREAT, 0o644)
         recorder = _Recorder(self, t, record, parts, fd)
+        hasher = PrefixHasher(fd, t.size, t.checksum, lambda: _complete_prefix(parts)) if t.checksum else None
         try:
             self._reserve(fd, t, part_file)
             pending = [p for p in parts if p.remaining > 0]
@@ -392,7 +387,10 @@ class TransferEngine:
                 else:
                     self._fetch_parts(t, fd, pending, recorder, cancel)
             os.fsync(fd)
+            digest = hasher.digest() if hasher else None
         except BaseException:
+            if hasher:
+                hasher.cancel()
             if sum(p.done for p in parts):
                 with contextlib.suppress(OSError):  # e.g. the disk is full: the last periodic record stays
                     recorder.save()
@@ -402,7 +400,7 @@ class TransferEngine:
             raise
         finally:
             os.close(fd)
-        self._finish(t, part_file, record)
+        self._finish(t, part_file, record, digest)
         transferred = t.size - already
         self.progress.file_done(t.label, transferred)
         return transferred
@@ -438,25 +436,32 @@ class TransferEngine:
                 raise DiskFullError(exc.errno, f"no space for {t.label} ({t.size} bytes)", str(part_file)) from exc
             os.ftruncate(fd, t.size)  # filesystems without fallocate: a sparse file
 
-    def _finish(self, t: Transfer, part_file: Path, record: Path) -> None:
+    def _finish(self, t: Transfer, part_file: Path, record: Path, digest: str | None) -> None:
         size = part_file.stat().st_size
         if size != t.size:
             part_file.unlink(missing_ok=True)
             record.unlink(missing_ok=True)
             raise TransferError(f"{t.label}: size {size} differs from the hub's {t.size}; discarded, run again")
-        if t.checksum:
-            actual = file_digest(part_file, t.checksum)
-            if actual != t.checksum:
-                part_file.unlink(missing_ok=True)
-                record.unlink(missing_ok=True)
-                raise TransferError(
-                    f"{t.label}: downloaded bytes do not match the hub's checksum ({t.checksum}); "
-                    "the file was discarded, run again"
-                )
+        if t.checksum and digest != t.checksum:
+            part_file.unlink(missing_ok=True)
+            record.unlink(missing_ok=True)
+            raise TransferError(
+                f"{t.label}: downloaded bytes do not match the hub's checksum ({t.checksum}); "
+                "the file was discarded, run again"
+            )
         t.dest.parent.mkdir(parents=True, exist_ok=True)
         os.replace(part_file, t.dest)
         record.unlink(missing_ok=True)
         _fsync_dir(t.dest.parent)
+
+    def _route(self, t: Transfer) -> tuple[str, dict[str, str]]:
+        """Where to send a request for `t`: the hub's URL, or the CDN URL it redirected an earlier part to
+        (one request instead of two per part). Credentials never go to another host, as requests does
+        when it follows a redirect itself."""
+        url = self._routes.get(t.url, t.url)
+        if urlsplit(url).netloc == urlsplit(t.url).netloc:
+            return url, dict(t.headers)
+        return url, {k: v for k, v in t.headers.items() if k.lower() not in ("authorization", "cookie")}
 
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
@@ -490,18 +495,24 @@ class TransferEngine:
             raise _Cancelled(t.label)
         offset = part.start + part.done
         whole_file = part.start == 0 and part.end == t.size
-        headers = {**t.headers, "Accept-Encoding": "identity"}
+        url, headers = self._route(t)
+        headers["Accept-Encoding"] = "identity"
         if part.end > 0:
             headers["Range"] = f"bytes={offset}-{part.end - 1}"
         s = self.settings
         try:
             response = self._session().get(
-                t.url, headers=headers, stream=True, timeout=(s.connect_timeout, s.stall_timeout)
+                url, headers=headers, stream=True, timeout=(s.connect_timeout, s.stall_timeout)
             )
         except requests.RequestException as exc:
             raise _Retryable(f"connection failed ({type(exc).__name__})") from exc
         with response:
             status = response.status_code
+            if url != t.url and status in (401, 403, 404, 410):  # the CDN link expired: ask the hub again
+                self._routes.pop(t.url, None)
+                raise _Retryable(f"HTTP {status} from the redirect target", retry_after=0)
+            if response.history and response.url != t.url:
+                self._routes[t.url] = response.url
             if status in (408, 429) or status >= 500:
                 raise _Retryable(f"HTTP {status}", _retry_after(response))
             if status == 200 and "Range" in headers:
@@ -556,6 +567,16 @@ class TransferEngine:
                 raise
             view = view[written:]
             offset += written
+
+
+def _complete_prefix(parts: list[_Part]) -> int:
+    """How many bytes from the start of the file are written (parts are contiguous and in order)."""
+    total = 0
+    for part in parts:
+        total += part.done
+        if part.remaining:
+            break
+    return total
 
 
 def _fsync_dir(path: Path) -> None:

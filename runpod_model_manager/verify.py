@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runpod_model_manager.checksums import file_digest
 from runpod_model_manager.manager import ModelManager
 from runpod_model_manager.specs import ModelSpec
-from runpod_model_manager.transfer import file_digest
 
 
 @dataclass

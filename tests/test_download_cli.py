@@ -314,3 +314,16 @@ def test_modelscope_branch_that_moved_replaces_changed_files_of_equal_size(hub_e
     assert json.loads(result.stdout)["models"][0]["missing_files"] == ["config.json"]
     folder = cache / "modelscope" / "models" / "iic--tiny-model" / "snapshots" / "master"
     assert (folder / "config.json").read_bytes() == b'{"hidden_size": 9}'
+
+
+def test_parts_reuse_the_redirect_and_never_send_the_token_to_the_cdn(hub_env, big_file, tmp_path):
+    hub = hub_env.hub
+    hub.add_repo("huggingface", "acme/gated-big", {"model.safetensors": big_file}, gated=True)
+    args = ("--cache-dir", str(tmp_path), "--token", hub.token, "--connections", "1")  # parts one after another
+    result = run_cli(hub_env.env, "acme/gated-big", *args)
+    assert result.returncode == 0, result.stderr
+    cdn = [r for r in hub.log if r.server == "cdn"]
+    assert len(cdn) >= 2  # several Range parts
+    assert hub.count("hf.resolve") == 1  # one redirect, then straight to the CDN
+    assert not any(r.credentials for r in cdn)
+    assert all(r.credentials for r in hub.log if r.server == "hub")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import textwrap
 from pathlib import Path
@@ -126,3 +127,16 @@ def test_verify_finds_and_repairs_a_corrupted_file(hub_env, project_env):
     assert hub_env.hub.bytes_sent() == 5000 + len(b'{"v": 1}')  # only the two bad files
     assert blob.read_bytes() == b"\x01" * 5000
     assert run_cli(env, "verify", "--project", "lockproj", "--cache-dir", str(cache)).returncode == 0
+
+
+def test_lock_refuses_a_hostile_modelscope_commit_id(hub_env, project_env, tmp_path):
+    """Pinning asks the hub which commit a branch is on: an answer that is a path must name nothing."""
+    env, _, lock, cache = project_env
+    repo = hub_env.hub.repo("modelscope", "iic/locked")
+    bad = "../../../../../../../pwned"
+    repo.commits[bad] = dataclasses.replace(repo.resolve(None), sha=bad)
+    repo.branches[repo.default_branch] = bad
+    result = run_cli(env, "lock", "--project", "lockproj", "--lock-file", str(lock))
+    assert_one_line_error(result, 1, "iic/locked", "refused the hub's commit id")
+    assert list(tmp_path.rglob("pwned*")) == []
+    assert "iic/locked" not in lock.read_text()

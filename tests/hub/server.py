@@ -46,6 +46,7 @@ class RequestRecord:
     server: str  # "hub" or "cdn"
     raw_path: str = ""
     aborted: bool = False
+    credentials: bool = False  # an Authorization header or session cookie came with it
 
 
 def _cdn_error(status: int, message: str, extra: dict[str, str] | None = None) -> Response:
@@ -167,6 +168,7 @@ class _Handler(BaseHTTPRequestHandler):
                     server=self.server.role,
                     raw_path=self.path,
                     aborted=aborted,
+                    credentials=bool(self.headers.get("Authorization") or self.headers.get("Cookie")),
                 ),
                 resp.attribution,
             )
