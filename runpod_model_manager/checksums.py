@@ -44,21 +44,25 @@ class PrefixHasher:
 
     POLL = 0.05
 
-    def __init__(self, fd: int, size: int, checksum: str, frontier: Callable[[], int]):
+    def __init__(self, fd: int, size: int, checksum: str, frontier: Callable[[], int], background: bool = True):
         self.fd, self.size, self.checksum, self.frontier = fd, size, checksum, frontier
         self.hash = new_hash(checksum, size)
         self.done = 0
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set when the last byte is written: no polling delay at the end
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="prefix-hasher", daemon=True)
-        self._thread.start()
+        # a file fetched in one request is hashed at the end instead: a thread per small file costs more
+        self._thread = threading.Thread(target=self._run, name="prefix-hasher", daemon=True) if background else None
+        if self._thread:
+            self._thread.start()
 
     def _run(self) -> None:
         try:
             while self.done < self.size and not self._stop.is_set():
                 end = self.frontier()
                 if end <= self.done:
-                    self._stop.wait(self.POLL)
+                    self._wake.wait(self.POLL)
+                    self._wake.clear()
                     continue
                 while self.done < end:
                     chunk = os.pread(self.fd, min(BLOCK, end - self.done), self.done)
@@ -71,11 +75,17 @@ class PrefixHasher:
 
     def digest(self) -> str:
         """Call once every byte is written: the checksum of the whole file."""
-        self._thread.join()
+        self._wake.set()
+        if self._thread:
+            self._thread.join()
+        else:
+            self._run()
         if self._error is not None:
             raise self._error
         return formatted(self.checksum, self.hash)
 
     def cancel(self) -> None:
         self._stop.set()
-        self._thread.join()
+        self._wake.set()
+        if self._thread:
+            self._thread.join()

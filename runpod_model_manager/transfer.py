@@ -374,7 +374,10 @@ class TransferEngine:
         self.progress.file_started(t.label, t.size, already)
         fd = os.open(part_file, os.O_RDWR | os.O_CREAT, 0o644)
         recorder = _Recorder(self, t, record, parts, fd)
-        hasher = PrefixHasher(fd, t.size, t.checksum, lambda: _complete_prefix(parts)) if t.checksum else None
+        hasher = None
+        if t.checksum:
+            frontier = lambda: _complete_prefix(parts)  # noqa: E731
+            hasher = PrefixHasher(fd, t.size, t.checksum, frontier, background=len(parts) > 1)
         try:
             self._reserve(fd, t, part_file)
             pending = [p for p in parts if p.remaining > 0]
@@ -450,9 +453,10 @@ class TransferEngine:
                 "the file was discarded, run again"
             )
         t.dest.parent.mkdir(parents=True, exist_ok=True)
+        # the bytes were fsynced before; the rename itself need not be: lost in an OS crash, the file is
+        # simply missing and fetched again, never present and incomplete
         os.replace(part_file, t.dest)
         record.unlink(missing_ok=True)
-        _fsync_dir(t.dest.parent)
 
     def _route(self, t: Transfer) -> tuple[str, dict[str, str]]:
         """Where to send a request for `t`: the hub's URL, or the CDN URL it redirected an earlier part to
@@ -577,17 +581,3 @@ def _complete_prefix(parts: list[_Part]) -> int:
         if part.remaining:
             break
     return total
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename in `path` durable (best effort: some filesystems refuse to open a directory)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -327,3 +328,21 @@ def test_parts_reuse_the_redirect_and_never_send_the_token_to_the_cdn(hub_env, b
     assert hub.count("hf.resolve") == 1  # one redirect, then straight to the CDN
     assert not any(r.credentials for r in cdn)
     assert all(r.credentials for r in hub.log if r.server == "hub")
+
+
+@pytest.mark.parametrize("source", ["huggingface", "modelscope"])
+def test_bytes_that_do_not_match_the_published_checksum_are_never_kept(hub_env, big_file, tmp_path, source):
+    """Checked while they arrive (several parts) or at the end (one request): a mismatch keeps nothing."""
+    hub = hub_env.hub
+    hub.hf_lfs_redirect = hub.ms_lfs_redirect = False  # served by path, so the listing can lie
+    repo_id = "acme/lying" if source == "huggingface" else "iic/lying"
+    hub.add_repo(source, repo_id, {"model.safetensors": big_file, "small.txt": b"small file"})
+    commit = hub.repo(source, repo_id).resolve(None)
+    for name, entry in list(commit.files.items()):
+        commit.files[name] = dataclasses.replace(entry, sha256="0" * 64, git_sha1="0" * 40)
+    cache = tmp_path / "cache"
+    result = run_cli(hub_env.env, f"{source}:{repo_id}", "--cache-dir", str(cache))
+    assert result.returncode == 1
+    assert "do not match the hub's checksum" in result.stderr and "Traceback" not in result.stderr
+    assert hub.bytes_sent(repo_id, "model.safetensors") == BIG  # all of it arrived, and was refused
+    assert not [p for p in cache.rglob("*") if p.is_file() and "locks" not in p.parts]
