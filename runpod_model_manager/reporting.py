@@ -50,17 +50,22 @@ class PlainReporter(Reporter):
         self._started = time.monotonic()
         self._last = self._started
 
+    def _line(self, text: str) -> None:
+        """One whole line per write: worker threads report at once, and their lines must not interleave."""
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
     def info(self, message: str) -> None:
-        print(message, file=self.stream, flush=True)
+        self._line(message)
 
     def note(self, message: str) -> None:
-        print(message, file=self.stream, flush=True)
+        self._line(message)
 
     def file_started(self, label: str, size: int, already: int) -> None:
         with self._lock:
             self._total += size - already
         resume = f", resuming at {human_bytes(already)}" if already else ""
-        print(f"downloading {label} ({human_bytes(size)}{resume})", file=self.stream, flush=True)
+        self._line(f"downloading {label} ({human_bytes(size)}{resume})")
 
     def advance(self, label: str, nbytes: int) -> None:
         with self._lock:
@@ -71,14 +76,10 @@ class PlainReporter(Reporter):
             self._last = now
             done, total, elapsed = self._done, self._total, now - self._started
         speed = done / elapsed if elapsed else 0
-        print(
-            f"progress {human_bytes(done)} of {human_bytes(total)} started, {human_bytes(speed)}/s",
-            file=self.stream,
-            flush=True,
-        )
+        self._line(f"progress {human_bytes(done)} of {human_bytes(total)} started, {human_bytes(speed)}/s")
 
     def file_done(self, label: str, transferred: int) -> None:
-        print(f"done {label}", file=self.stream, flush=True)
+        self._line(f"done {label}")
 
 
 class RichReporter(Reporter):

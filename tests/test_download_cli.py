@@ -215,6 +215,9 @@ def test_plain_output_when_not_a_tty(hub_env, repos, tmp_path):
     assert "\x1b" not in result.stdout + result.stderr
     assert f"cache: {tmp_path} (--cache-dir)" in result.stderr
     assert "downloading acme/tiny-model: model.safetensors" in result.stderr
+    lines = result.stderr.splitlines()  # worker threads write at once: each line stays whole
+    assert all(line.startswith(("cache: ", "downloading ", "done ", "progress ")) for line in lines), lines
+    assert sum(line.startswith("done ") for line in lines) == len(repo_files(Path("big")))
     assert f"downloaded huggingface:{HF_ID}" in result.stdout
 
 
