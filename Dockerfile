@@ -47,6 +47,7 @@ RUN python -c 'import sys, tomllib; p = tomllib.load(open("pyproject.toml", "rb"
 FROM deps-core AS models
 WORKDIR /src
 COPY download_models.py modelscope_patch.py models.lock ./
+COPY cli/ cli/
 COPY runpod_model_manager/ runpod_model_manager/
 COPY downloaders/ downloaders/
 COPY projects/ projects/

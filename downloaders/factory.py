@@ -5,9 +5,9 @@ from __future__ import annotations
 import functools
 import sys
 
-from downloaders.base import Downloader
 from runpod_model_manager.errors import UserError
 from runpod_model_manager.plugins import discover
+from runpod_model_manager.source import Downloader
 
 ENTRY_POINT_GROUP = "runpod_model_manager.downloaders"
 

@@ -12,9 +12,10 @@ import os
 from pathlib import Path
 from urllib.parse import quote
 
-from downloaders.base import Downloader, RemoteFile, ResolvedModel
 from runpod_model_manager.errors import ModelError
 from runpod_model_manager.layout import atomic_write_text, relative_symlink
+from runpod_model_manager.remote import RemoteFile, ResolvedModel
+from runpod_model_manager.source import Downloader
 from runpod_model_manager.specs import ModelSpec
 
 DEFAULT_ENDPOINT = "https://huggingface.co"

@@ -12,8 +12,9 @@ import re
 from pathlib import Path
 from urllib.parse import quote
 
-from downloaders.base import Downloader, RemoteFile, ResolvedModel
 from runpod_model_manager.errors import ModelError
+from runpod_model_manager.remote import RemoteFile, ResolvedModel
+from runpod_model_manager.source import Downloader
 from runpod_model_manager.specs import ModelSpec
 
 DEFAULT_ENDPOINT = "https://www.modelscope.cn"

@@ -8,7 +8,24 @@ from pathlib import Path, PurePosixPath
 
 
 class UnsafePathError(ValueError):
-    """A path from the hub that would land outside the model's directory."""
+    """A path from outside (a hub, a lock file, a user) that would land outside the directory it belongs to."""
+
+
+def inside(root: Path, path: Path) -> Path:
+    """`path`, absolute and with every folder above it resolved, if that lies strictly inside `root`.
+
+    The one containment check for every write, rename, link and delete under a cache root. The last part is
+    not followed: a symlink there is written, replaced or removed itself, never its target. Raises
+    UnsafePathError otherwise.
+    """
+    root = Path(root).resolve()
+    path = Path(path)
+    if path.name in ("", ".", ".."):
+        raise UnsafePathError(f"refused the path {str(path)!r}: it does not name a file inside {root}")
+    candidate = path.absolute().parent.resolve() / path.name
+    if candidate == root or not candidate.is_relative_to(root):
+        raise UnsafePathError(f"refused the path {str(path)!r}: it is outside {root}")
+    return candidate
 
 
 def check_repo_path(path: str) -> str:

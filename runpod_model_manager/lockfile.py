@@ -10,9 +10,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from downloaders.base import RemoteFile, ResolvedModel
 from runpod_model_manager.errors import UserError
 from runpod_model_manager.layout import atomic_write_text
+from runpod_model_manager.remote import RemoteFile, ResolvedModel
 from runpod_model_manager.specs import ModelSpec
 
 FORMAT_VERSION = 1

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from downloaders.base import Downloader, RemoteFile, ResolvedModel
-from downloaders.factory import get_downloader_class
 from runpod_model_manager.cache import CacheRoot
 from runpod_model_manager.errors import ModelError, TransferError, UserError
 from runpod_model_manager.layout import UnsafePathError, check_repo_path
 from runpod_model_manager.lockfile import LockFile
 from runpod_model_manager.records import Records
+from runpod_model_manager.remote import RemoteFile, ResolvedModel
 from runpod_model_manager.reporting import human_bytes
+from runpod_model_manager.source import Downloader
 from runpod_model_manager.specs import ModelSpec
 from runpod_model_manager.transfer import DiskFullError, EngineSettings, FileBusy, Progress, Transfer, TransferEngine
 
@@ -66,6 +66,7 @@ class ModelManager:
     def __init__(
         self,
         cache: CacheRoot,
+        sources: Callable[[str], type[Downloader]],
         *,
         token: str | None = None,
         lock: LockFile | None = None,
@@ -75,6 +76,7 @@ class ModelManager:
         workers: int = DEFAULT_WORKERS,
     ):
         self.cache = cache
+        self.sources = sources  # source name -> Downloader class (downloaders.factory.get_downloader_class)
         self.token = token
         self.lock = lock
         self.frozen = frozen
@@ -88,7 +90,7 @@ class ModelManager:
     # -- sources ------------------------------------------------------------------------------------
     def downloader(self, source: str) -> Downloader:
         if source not in self._downloaders:
-            cls = get_downloader_class(source)
+            cls = self.sources(source)
             token = self.token or _token_from_env(cls)
             self._downloaders[source] = cls(self.cache.path, token)
         return self._downloaders[source]

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from downloaders.base import RemoteFile, ResolvedModel
 from runpod_model_manager.layout import atomic_write_text
+from runpod_model_manager.remote import RemoteFile, ResolvedModel
 from runpod_model_manager.specs import ModelSpec
 
 

@@ -298,7 +298,7 @@ def test_help_and_list_do_not_import_hub_libraries(hub_env, tmp_path):
     code = (
         "import sys\n"
         "from click.testing import CliRunner\n"
-        "from runpod_model_manager.cli import cli\n"
+        "from download_models import cli\n"
         "for args in (['--help'], ['list', '--cache-dir', sys.argv[1]], ['download', '--help']):\n"
         "    assert CliRunner().invoke(cli, args).exit_code == 0, args\n"
         "heavy = ('huggingface_hub', 'modelscope', 'modelscope_hub')\n"

@@ -165,7 +165,7 @@ def test_missing_library_is_reported_with_the_pip_command():
         """
         import sys
         sys.modules["modelscope_hub"] = None  # as if the package were not installed
-        from runpod_model_manager.cli import main
+        from download_models import main
         sys.argv = ["download-models", "ms:org/name", "--cache-dir", sys.argv[1]]
         main()
         """

@@ -1,0 +1,24 @@
+"""`download-models env`: the export lines a consumer needs to load this cache offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from runpod_model_manager.cache import resolve_cache_root
+
+
+@click.command()
+@click.option("--cache-dir", type=click.Path(path_type=Path), help="Cache root (default: see README).")
+def command(cache_dir):
+    """Print the `export` lines a consumer needs to load this cache offline."""
+    from downloaders.factory import downloader_classes
+
+    cache = resolve_cache_root(cache_dir)
+    click.echo(f"# cache root: {cache.path} ({cache.reason})")
+    click.echo(f"export MODEL_CACHE_DIR={cache.path}")
+    for cls in downloader_classes().values():
+        for name, value in cls.env(cache.path).items():
+            click.echo(f"export {name}={value}")
+    click.echo("export HF_HUB_OFFLINE=1")

@@ -1,0 +1,116 @@
+"""What the commands share: common options, one-line errors, and building a manager for a cache."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from runpod_model_manager.cache import CacheRoot, resolve_cache_root
+from runpod_model_manager.errors import UserError
+from runpod_model_manager.reporting import Reporter
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def handle_errors(func):
+    """Every error a user can cause ends as one sentence and exit code 2; -v adds the traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except UserError as exc:
+            if kwargs.get("verbose"):
+                logging.exception("details")
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("error: interrupted; run the same command again to resume.", err=True)
+            sys.exit(130)
+        except Exception as exc:  # a bug: still one line, with the traceback behind -v
+            if kwargs.get("verbose"):
+                logging.exception("details")
+            click.echo(f"error: unexpected {type(exc).__name__}: {exc} (run with -v for details)", err=True)
+            sys.exit(EXIT_FAILED)
+
+    return wrapper
+
+
+def common_options(func):
+    options = [
+        click.option("--cache-dir", type=click.Path(path_type=Path), help="Cache root (default: see README)."),
+        click.option("--token", help="Hub token (default: HF_TOKEN, MODELSCOPE_API_TOKEN). Never printed."),
+        click.option("--lock-file", type=click.Path(path_type=Path), default=Path("models.lock"), show_default=True),
+        click.option("--json", "json_output", is_flag=True, help="Print a machine-readable result on stdout."),
+        click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary."),
+        click.option("-v", "--verbose", is_flag=True, help="Retries, waits and tracebacks too."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def projects(names: tuple[str, ...], reporter: Reporter):
+    """The registered projects called `names` (all of them when none is named)."""
+    from projects.loader import load_projects
+
+    found = load_projects(warn=reporter.warn)
+    unknown = [n for n in names if n not in found]
+    if unknown:
+        raise UserError(f"unknown project '{unknown[0]}': registered projects are {', '.join(found) or 'none'}.")
+    return [found[n] for n in names] if names else list(found.values())
+
+
+def check_sources(sources: set[str]) -> None:
+    """A clear error for an unknown source or one whose hub library is not installed."""
+    from downloaders.factory import get_downloader_class
+
+    for name in sorted(sources):
+        get_downloader_class(name)
+
+
+def open_cache(cache_dir: Path | None, reporter: Reporter, create: bool = True) -> CacheRoot:
+    cache = resolve_cache_root(cache_dir)
+    reporter.info(f"cache: {cache.path} ({cache.reason})")
+    if create:
+        try:
+            cache.state.mkdir(parents=True, exist_ok=True)
+            probe = cache.state / ".write-test"
+            probe.write_text("")
+            probe.unlink(missing_ok=True)  # another run on the same cache may have removed it
+        except OSError as exc:
+            raise UserError(
+                f"cannot write to the cache directory {cache.path} ({exc.strerror}); "
+                "choose another with --cache-dir or MODEL_CACHE_DIR."
+            ) from None
+    return cache
+
+
+def manager(cache, token, lock_file, frozen, reporter, workers=None, connections=None):
+    """A ModelManager over `cache` with the registered sources and the lock file, if there is one."""
+    from downloaders.factory import get_downloader_class
+    from runpod_model_manager.lockfile import LockFile
+    from runpod_model_manager.manager import ModelManager
+    from runpod_model_manager.transfer import EngineSettings
+
+    lock = LockFile.load(lock_file)
+    if frozen and lock is None:
+        raise UserError(
+            f"--frozen needs a lock file and {lock_file} does not exist; create it with `download-models lock`."
+        )
+    tuning = {"workers": workers} if workers else {}
+    settings = EngineSettings(connections=connections) if connections else EngineSettings()
+    return ModelManager(
+        cache,
+        get_downloader_class,
+        token=token,
+        lock=lock,
+        frozen=frozen,
+        settings=settings,
+        progress=reporter,
+        **tuning,
+    )
