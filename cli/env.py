@@ -6,11 +6,13 @@ from pathlib import Path
 
 import click
 
+from cli import options
 from runpod_model_manager.cache import resolve_cache_root
 
 
 @click.command()
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Cache root (default: see README).")
+@options.handle_errors
 def command(cache_dir):
     """Print the `export` lines a consumer needs to load this cache offline."""
     from downloaders.factory import downloader_classes

@@ -11,16 +11,22 @@ import click
 
 from runpod_model_manager.cache import CacheRoot, resolve_cache_root
 from runpod_model_manager.errors import UserError
+from runpod_model_manager.layout import UnsafePathError, inside
 from runpod_model_manager.reporting import Reporter
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+# they log retries and warnings through handlers of their own; our one-line errors already say what matters
+LIBRARY_LOGGERS = ("huggingface_hub", "modelscope", "modelscope_hub", "urllib3", "filelock")
 
 
 def handle_errors(func):
-    """Every error a user can cause ends as one sentence and exit code 2; -v adds the traceback."""
+    """Every error a user can cause ends as one sentence and exit code 2; -v adds the traceback and the
+    libraries' own log lines, which are silent otherwise."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        for name in LIBRARY_LOGGERS:
+            logging.getLogger(name).disabled = not kwargs.get("verbose")
         try:
             return func(*args, **kwargs)
         except UserError as exc:
@@ -79,9 +85,11 @@ def open_cache(cache_dir: Path | None, reporter: Reporter, create: bool = True) 
     if create:
         try:
             cache.state.mkdir(parents=True, exist_ok=True)
-            probe = cache.state / ".write-test"
+            probe = inside(cache.path, cache.state / ".write-test")
             probe.write_text("")
             probe.unlink(missing_ok=True)  # another run on the same cache may have removed it
+        except UnsafePathError as exc:
+            raise UserError(f"{exc}; remove the symlink or choose another cache with --cache-dir.") from None
         except OSError as exc:
             raise UserError(
                 f"cannot write to the cache directory {cache.path} ({exc.strerror}); "

@@ -26,7 +26,7 @@ def command(models, project_names, repair, cache_dir, token, lock_file, json_out
     specs = [parse_model_spec(text) for text in models]
     if project_names or not models:
         specs += [s for p in options.projects(project_names, reporter) for s in p.model_specs()]
-    cache = options.open_cache(cache_dir, reporter)
+    cache = options.open_cache(cache_dir, reporter, create=repair)  # checking only reads: a read-only cache will do
     manager = options.manager(cache, token, lock_file, False, reporter)
     reports = verify_models(manager, specs)
     bad = [r for r in reports if r.problems]

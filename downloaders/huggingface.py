@@ -1,4 +1,5 @@
-"""Hugging Face Hub: metadata through huggingface_hub, files into the native hub cache (HF_HOME=<root>/huggingface).
+"""Hugging Face Hub: metadata from its HTTP API (the request huggingface_hub sends, under our limits), files into
+the native hub cache (HF_HOME=<root>/huggingface).
 
 Layout written, as huggingface_hub itself writes it:
     hub/models--{org}--{name}/blobs/{etag}                  file content (etag: LFS sha256, else git blob sha1)
@@ -12,9 +13,12 @@ import os
 from pathlib import Path
 from urllib.parse import quote
 
+import requests
+
+from runpod_model_manager import hub_http, validate
 from runpod_model_manager.errors import ModelError
-from runpod_model_manager.layout import atomic_write_text, relative_symlink
-from runpod_model_manager.remote import RemoteFile, ResolvedModel
+from runpod_model_manager.layout import atomic_write_text, inside, relative_symlink
+from runpod_model_manager.remote import MalformedMetadata, RemoteFile, ResolvedModel, expect, member
 from runpod_model_manager.source import Downloader
 from runpod_model_manager.specs import ModelSpec
 
@@ -23,10 +27,6 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 
 def _endpoint() -> str:
     return os.environ.get("HF_ENDPOINT", DEFAULT_ENDPOINT).rstrip("/")
-
-
-class _GatedWithoutToken(Exception):
-    """The repo's metadata is public but its files need a token that was not given."""
 
 
 class HuggingFaceDownloader(Downloader):
@@ -54,53 +54,60 @@ class HuggingFaceDownloader(Downloader):
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     def resolve(self, spec: ModelSpec, exact: bool = False) -> ResolvedModel:
-        from huggingface_hub import HfApi
-
+        # the request HfApi.model_info(files_metadata=True) sends, fetched with our limits: that call has none
         revision = spec.revision or self.default_revision
+        url = f"{_endpoint()}/api/models/{spec.repo_id}/revision/{quote(revision, safe='')}"
         try:
-            info = HfApi(endpoint=_endpoint(), token=self.token or False).model_info(
-                spec.repo_id, revision=revision, files_metadata=True
-            )
-        except Exception as exc:
-            raise ModelError(str(spec), self._explain(exc, spec)) from exc
-        if info.gated and not self.token:
-            raise ModelError(str(spec), self._explain(_GatedWithoutToken(), spec))
+            response = hub_http.fetch(url, self.limits, params={"blobs": "true"}, headers=self.request_headers())
+        except hub_http.HubUnreachable as exc:
+            reason = f"could not reach {_endpoint()} ({exc}); check the network or HF_ENDPOINT."
+            raise ModelError(str(spec), reason) from None
+        except hub_http.AnswerTooLarge as exc:
+            raise ModelError(str(spec), str(exc)) from None
+        if response.status_code != 200:
+            raise ModelError(str(spec), self._explain(response, spec))
+        info = expect(hub_http.json_of(response), dict, "the answer")
+        commit = member(info, "sha", str, "sha")
+        try:
+            validate.commit_hash(commit)
+        except validate.InvalidValue as exc:
+            raise MalformedMetadata(str(exc)) from None
+        if member(info, "gated", (bool, str), "gated", optional=True) and not self.token:
+            raise ModelError(str(spec), self._gated_hint())
         files = []
-        for sibling in info.siblings or ():
-            if sibling.lfs is not None:
-                checksum, size = f"sha256:{sibling.lfs.sha256}", sibling.lfs.size
+        for i, sibling in enumerate(member(info, "siblings", list, "siblings")):
+            where = f"siblings[{i}]"
+            expect(sibling, dict, where)
+            path = member(sibling, "rfilename", str, f"{where}.rfilename")
+            lfs = member(sibling, "lfs", dict, f"{where}.lfs", optional=True)
+            if lfs is not None:
+                checksum = "sha256:" + member(lfs, "sha256", str, f"{where}.lfs.sha256")
+                size = member(lfs, "size", int, f"{where}.lfs.size")
             else:
-                checksum, size = f"git-sha1:{sibling.blob_id}", sibling.size
-            files.append(
-                RemoteFile(
-                    sibling.rfilename, int(size), self.file_url(spec.repo_id, info.sha, sibling.rfilename), checksum
-                )
-            )
-        return ResolvedModel(spec, info.sha, tuple(files))
+                checksum = "git-sha1:" + member(sibling, "blobId", str, f"{where}.blobId")
+                size = member(sibling, "size", int, f"{where}.size")
+            files.append(RemoteFile(path, size, self.file_url(spec.repo_id, commit, path), checksum))
+        return ResolvedModel(spec, commit, tuple(files))
 
-    def _explain(self, exc: Exception, spec: ModelSpec) -> str:
-        from huggingface_hub.errors import (
-            GatedRepoError,
-            HfHubHTTPError,
-            RepositoryNotFoundError,
-            RevisionNotFoundError,
-        )
+    def _gated_hint(self) -> str:
+        if self.token:
+            return "this repository is gated and the token has no access to it: accept its terms on the Hub."
+        return "this repository is gated: accept its terms on the Hub, then pass --token or set HF_TOKEN."
 
-        if isinstance(exc, GatedRepoError | _GatedWithoutToken):
-            return (
-                "this repository is gated: accept its terms on the Hub, then pass --token or set HF_TOKEN."
-                if not self.token
-                else "this repository is gated and the token has no access to it: accept its terms on the Hub."
-            )
-        if isinstance(exc, RepositoryNotFoundError):
+    def _explain(self, response: requests.Response, spec: ModelSpec) -> str:
+        """The Hub's error protocol, as huggingface_hub's hf_raise_for_status reads it: X-Error-Code first."""
+        status, code = response.status_code, response.headers.get("X-Error-Code")
+        if code == "GatedRepo":
+            return self._gated_hint()
+        if code == "RevisionNotFound":
+            return f"revision '{spec.revision}' not found: give an existing branch, tag or commit."
+        refused_token = response.headers.get("X-Error-Message") == "Invalid credentials in Authorization header"
+        if code == "RepoNotFound" or (status == 401 and not refused_token):
             hint = "" if self.token else " (if it is private, pass --token or set HF_TOKEN)"
             return f"repository not found on Hugging Face{hint}."
-        if isinstance(exc, RevisionNotFoundError):
-            return f"revision '{spec.revision}' not found: give an existing branch, tag or commit."
-        if isinstance(exc, HfHubHTTPError):
-            status = exc.response.status_code if exc.response is not None else "?"
-            return f"the hub answered HTTP {status}; try again later."
-        return f"could not reach {_endpoint()} ({type(exc).__name__}); check the network or HF_ENDPOINT."
+        if status == 401:
+            return "the Hub refused the token: check --token or HF_TOKEN."
+        return f"the hub answered HTTP {status}; try again later."
 
     def blob_path(self, model: ResolvedModel, file: RemoteFile) -> Path:
         etag = (file.checksum or "").partition(":")[2]
@@ -111,8 +118,14 @@ class HuggingFaceDownloader(Downloader):
 
     def link(self, model: ResolvedModel, files: tuple[RemoteFile, ...]) -> None:
         snapshot = self.model_path(model)
+        folders_inside: set[Path] = set()  # resolving costs a system call per folder: once per folder
         for file in files:
-            relative_symlink(self.blob_path(model, file), snapshot / file.path)
+            link = snapshot / file.path
+            if link.parent not in folders_inside:
+                inside(self.cache_root, link)
+                folders_inside.add(link.parent)
+            relative_symlink(self.blob_path(model, file), link)
         revision = model.spec.revision or self.default_revision
         if revision != model.commit:
-            atomic_write_text(self.repo_dir(model.spec.repo_id) / "refs" / revision, model.commit)
+            ref = self.repo_dir(model.spec.repo_id) / "refs" / revision
+            atomic_write_text(inside(self.cache_root, ref), model.commit)

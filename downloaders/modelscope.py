@@ -1,4 +1,5 @@
-"""ModelScope: metadata through the modelscope client, files into its native cache (MODELSCOPE_CACHE=<root>/modelscope).
+"""ModelScope: metadata from its legacy HTTP API (the requests modelscope_hub sends, under our limits), files into
+its native cache (MODELSCOPE_CACHE=<root>/modelscope).
 
 Layout written, as modelscope >= 1.38 (modelscope_hub) writes and reads it offline:
     models/{owner}--{name}/snapshots/{revision}/{path}     revision: the branch/tag/commit asked for ("master")
@@ -12,8 +13,11 @@ import re
 from pathlib import Path
 from urllib.parse import quote
 
+import requests
+
+from runpod_model_manager import hub_http, validate
 from runpod_model_manager.errors import ModelError
-from runpod_model_manager.remote import RemoteFile, ResolvedModel
+from runpod_model_manager.remote import RemoteFile, ResolvedModel, expect, member
 from runpod_model_manager.source import Downloader
 from runpod_model_manager.specs import ModelSpec
 
@@ -49,64 +53,134 @@ class ModelScopeDownloader(Downloader):
         return {"Authorization": f"Bearer {self.token}", "Cookie": f"m_session_id={self.token}"}
 
     def resolve(self, spec: ModelSpec, exact: bool = False) -> ResolvedModel:
-        from modelscope_hub.api import HubApi
-
         revision = spec.revision or self.default_revision
-        api = HubApi(endpoint=_endpoint(), token=self.token or "")
+        pin = exact and not _COMMIT.match(revision)
+        commit = self._commit_of(spec, revision) if pin else revision
+        files = []
+        for entry in self._listing(spec, commit):
+            path = entry["Path"]
+            where = f"the entry {validate.show(path)}"
+            if member(entry, "Type", str, f"{where}: Type", optional=True) == "tree":
+                continue
+            size = member(entry, "Size", int, f"{where}: Size")
+            sha256 = member(entry, "Sha256", str, f"{where}: Sha256", optional=True)
+            url = self.file_url(spec.repo_id, commit, path)
+            files.append(RemoteFile(path, size, url, f"sha256:{sha256}" if sha256 else None))
+        return ResolvedModel(spec, commit, tuple(files))
+
+    def _get(self, spec: ModelSpec, path: str, params: dict | None = None) -> tuple[object, int]:
+        """The `Data` of an answer of the legacy API (as modelscope_hub's LegacyClient unwraps it) and its size."""
+        url = f"{_endpoint().rstrip('/')}/api/v1/models/{spec.repo_id}/{path}"
         try:
-            pin = exact and not _COMMIT.match(revision)
-            commit = self._commit_of(api, spec.repo_id, revision) if pin else revision
-            listing = api.list_repo_files(spec.repo_id, "model", revision=commit, recursive=True)
-        except ModelError:
-            raise
-        except Exception as exc:
-            raise ModelError(str(spec), self._explain(exc, spec)) from exc
-        files = tuple(
-            RemoteFile(
-                f.path,
-                int(f.size),
-                self.file_url(spec.repo_id, commit, f.path),
-                f"sha256:{f.sha256}" if f.sha256 else None,
-            )
-            for f in listing
-            if f.type != "tree"
-        )
-        return ResolvedModel(spec, commit, files)
+            response = hub_http.fetch(url, self.limits, params=params, headers=self.request_headers())
+        except hub_http.HubUnreachable as exc:
+            reason = f"could not reach {_endpoint()} ({exc}); check the network or MODELSCOPE_ENDPOINT."
+            raise ModelError(str(spec), reason) from None
+        except hub_http.AnswerTooLarge as exc:
+            raise ModelError(str(spec), str(exc)) from None
+        if response.status_code >= 400:
+            raise ModelError(str(spec), self._explain(response, spec))
+        body = expect(hub_http.json_of(response), dict, "the answer")
+        if body.get("Success") is False:
+            message = body.get("Message")
+            raise ModelError(str(spec), f"the hub refused the request ({validate.show(message)}).")
+        return body.get("Data", body), len(response.content)
 
-    def _commit_of(self, api, repo_id: str, revision: str) -> str:
+    def _files(self, spec: ModelSpec, commit: str, root: str | None, recursive: bool) -> tuple[list[dict], int]:
+        """One listing request: its entries (each an object with a Path) and the answer's size."""
+        params = {"Revision": commit, "Recursive": str(recursive)}
+        if root:
+            params["Root"] = root
+        data, size = self._get(spec, "repo/files", params)
+        entries = data if isinstance(data, list) else member(expect(data, dict, "Data"), "Files", list, "Data.Files")
+        for i, entry in enumerate(entries):
+            member(expect(entry, dict, f"Data.Files[{i}]"), "Path", str, f"Data.Files[{i}].Path")
+        return entries, size
+
+    def _listing(self, spec: ModelSpec, commit: str) -> list[dict]:
+        """Every entry of the commit. The hub cuts each listing at REPO_FILES_TRUNCATION_LIMIT entries without
+        saying so: a listing that long is taken again folder by folder, as modelscope_hub does."""
+        from modelscope_hub.constants import REPO_FILES_TRUNCATION_LIMIT as LIMIT
+        from modelscope_hub.constants import REPO_TREE_MAX_REQUESTS
+
+        entries, spent = self._files(spec, commit, None, recursive=True)
+        if len(entries) < LIMIT:
+            return entries
+        collected: dict[str, dict] = {}
+        known: dict[str | None, list[dict]] = {None: entries}
+        frontier: list[str | None] = [None]
+        asked = 1
+        while frontier:
+            truncated = []
+            for root in frontier:
+                if root in known:
+                    subtree = known.pop(root)
+                else:
+                    subtree, size = self._files(spec, commit, root, recursive=True)
+                    asked, spent = asked + 1, spent + size
+                collected.update((e["Path"], e) for e in subtree)
+                if len(subtree) >= LIMIT:
+                    truncated.append(root)
+            frontier = []
+            for root in truncated:
+                shallow, size = self._files(spec, commit, root, recursive=False)
+                asked, spent = asked + 1, spent + size
+                if len(shallow) >= LIMIT:
+                    raise ModelError(
+                        str(spec),
+                        f"the folder '{root or '/'}' holds {LIMIT} or more entries, more than ModelScope lists; "
+                        "its file list would be incomplete.",
+                    )
+                collected.update((e["Path"], e) for e in shallow)
+                frontier += [e["Path"] for e in shallow if e.get("Type") == "tree"]
+            if asked > REPO_TREE_MAX_REQUESTS or spent > self.limits.max_bytes:
+                raise ModelError(
+                    str(spec),
+                    f"listing the files took more than {REPO_TREE_MAX_REQUESTS} requests "
+                    "(MODELSCOPE_REPO_TREE_MAX_REQUESTS) or RPMM_METADATA_MAX_BYTES of answers; refused.",
+                )
+        return list(collected.values())
+
+    def _commit_of(self, spec: ModelSpec, revision: str) -> str:
         """The commit a branch or tag points at; the name itself if the hub does not say."""
-        branches, tags = api.legacy.list_revisions_detail(repo_id, "model")
-        for item in (*tags, *branches):
-            if item.get("Revision") == revision:
-                return item.get("CommitId") or revision
-        raise ModelError(
-            f"modelscope:{repo_id}@{revision}",
-            f"revision '{revision}' not found: give an existing branch, tag or commit.",
-        )
+        data, _ = self._get(spec, "revisions")
+        revisions = member(expect(data, dict, "Data"), "RevisionMap", dict, "Data.RevisionMap")
+        for kind in ("Tags", "Branches"):
+            for i, item in enumerate(member(revisions, kind, list, f"Data.RevisionMap.{kind}", optional=True) or ()):
+                where = f"Data.RevisionMap.{kind}[{i}]"
+                if member(expect(item, dict, where), "Revision", str, f"{where}.Revision") == revision:
+                    return member(item, "CommitId", str, f"{where}.CommitId", optional=True) or revision
+        raise ModelError(str(spec), f"revision '{revision}' not found: give an existing branch, tag or commit.")
 
-    def _explain(self, exc: Exception, spec: ModelSpec) -> str:
+    def _explain(self, response: requests.Response, spec: ModelSpec) -> str:
+        """An error answer, classified by modelscope_hub's own status and business-code mapping."""
         from modelscope_hub.errors import (
+            APIError,
             AuthenticationError,
-            NetworkError,
             NotExistError,
             PermissionDeniedError,
             RateLimitError,
             ServerError,
+            raise_for_status,
         )
 
-        if isinstance(exc, AuthenticationError | PermissionDeniedError):
+        try:
+            raise_for_status(response)
+        except APIError as exc:
+            error: Exception = exc
+        except Exception as exc:  # an error body its parser cannot read (nested too deep, ...)
+            error = exc
+        if isinstance(error, AuthenticationError | PermissionDeniedError):
             if self.token:
                 return "access denied: the token has no access to this model."
             return "access denied: this model needs a token; pass --token or set MODELSCOPE_API_TOKEN."
-        if isinstance(exc, NotExistError):
+        if isinstance(error, NotExistError):
             if spec.revision:
                 return f"model or revision '{spec.revision}' not found on ModelScope."
             return "model not found on ModelScope."
-        if isinstance(exc, RateLimitError | ServerError):
-            return f"the hub is unavailable ({type(exc).__name__}); try again later."
-        if isinstance(exc, NetworkError | OSError):
-            return f"could not reach {_endpoint()} ({type(exc).__name__}); check the network or MODELSCOPE_ENDPOINT."
-        return f"the hub's answer could not be used ({type(exc).__name__}: {exc})."
+        if isinstance(error, RateLimitError | ServerError):
+            return f"the hub is unavailable ({type(error).__name__}); try again later."
+        return f"the hub answered HTTP {response.status_code}; try again later."
 
     def blob_path(self, model: ResolvedModel, file: RemoteFile) -> Path:
         return self.model_path(model) / file.path

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import UserError
+
 # Mount points of a RunPod network volume: on Pods and on Serverless workers.
 POD_VOLUME = Path("/workspace")
 SERVERLESS_VOLUME = Path("/runpod-volume")
@@ -40,7 +42,28 @@ def _is_mounted_volume(path: Path) -> bool:
 
 def resolve_cache_root(cli_value: str | os.PathLike | None = None) -> CacheRoot:
     """--cache-dir, $MODEL_CACHE_DIR, $RUNPOD_VOLUME_PATH/models, /workspace/models (mounted volume),
-    /runpod-volume/models, else ./models."""
+    /runpod-volume/models, else ./models. Refuses a root that is not UTF-8 (it goes into HF_HOME and
+    MODELSCOPE_CACHE, and into every line we print) or that exists and is not a folder."""
+    cache = _choose(cli_value)
+    try:
+        str(cache.path).encode("utf-8")
+    except UnicodeEncodeError:
+        raise UserError(
+            f"the cache directory from {cache.reason} is not a UTF-8 path; choose another with --cache-dir."
+        ) from None
+    try:
+        is_file = cache.path.exists() and not cache.path.is_dir()
+    except OSError:  # unreadable: the command that needs it says so
+        is_file = False
+    if is_file:
+        raise UserError(
+            f"the cache directory {cache.path} (from {cache.reason}) is a file, not a folder; "
+            "choose another with --cache-dir or MODEL_CACHE_DIR."
+        )
+    return cache
+
+
+def _choose(cli_value: str | os.PathLike | None) -> CacheRoot:
     if cli_value:
         return CacheRoot(Path(cli_value).expanduser().absolute(), "--cache-dir")
     if os.environ.get("MODEL_CACHE_DIR"):

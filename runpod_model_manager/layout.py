@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 
 class UnsafePathError(ValueError):
@@ -26,21 +26,6 @@ def inside(root: Path, path: Path) -> Path:
     if candidate == root or not candidate.is_relative_to(root):
         raise UnsafePathError(f"refused the path {str(path)!r}: it is outside {root}")
     return candidate
-
-
-def check_repo_path(path: str) -> str:
-    """Refuse a hub file name that is absolute, has '..' or empty parts, or a backslash/NUL."""
-    pure = PurePosixPath(path)
-    if (
-        not path
-        or pure.is_absolute()
-        or any(part in ("..", ".", "") for part in path.split("/"))
-        or "\\" in path
-        or "\0" in path
-        or (len(path) > 1 and path[1] == ":")
-    ):
-        raise UnsafePathError(f"refused the hub file name {path!r}: it would be written outside the model directory")
-    return path
 
 
 def atomic_write_text(path: Path, text: str, durable: bool = True) -> None:

@@ -9,12 +9,14 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
+from runpod_model_manager import remote, validate
 from runpod_model_manager.cache import CacheRoot
 from runpod_model_manager.errors import ModelError, TransferError, UserError
-from runpod_model_manager.layout import UnsafePathError, check_repo_path
+from runpod_model_manager.hub_http import MetadataLimits
+from runpod_model_manager.layout import UnsafePathError
 from runpod_model_manager.lockfile import LockFile
 from runpod_model_manager.records import Records
-from runpod_model_manager.remote import RemoteFile, ResolvedModel
+from runpod_model_manager.remote import MalformedMetadata, RemoteFile, ResolvedModel
 from runpod_model_manager.reporting import human_bytes
 from runpod_model_manager.source import Downloader
 from runpod_model_manager.specs import ModelSpec
@@ -77,12 +79,13 @@ class ModelManager:
     ):
         self.cache = cache
         self.sources = sources  # source name -> Downloader class (downloaders.factory.get_downloader_class)
-        self.token = token
+        self.token = _checked_token(token, "--token") if token else None
         self.lock = lock
         self.frozen = frozen
         self.settings = settings or EngineSettings()
         self.progress = progress or Progress()
         self.workers = workers
+        self.limits = MetadataLimits()
         self.records = Records(cache.state)
         self._downloaders: dict[str, Downloader] = {}
         self._replace: set = set()  # files present but outdated: fetched again and swapped atomically
@@ -92,7 +95,7 @@ class ModelManager:
         if source not in self._downloaders:
             cls = self.sources(source)
             token = self.token or _token_from_env(cls)
-            self._downloaders[source] = cls(self.cache.path, token)
+            self._downloaders[source] = cls(self.cache.path, token, self.limits)
         return self._downloaders[source]
 
     def resolve(self, spec: ModelSpec, exact: bool = False) -> ResolvedModel:
@@ -101,16 +104,12 @@ class ModelManager:
         model = self.lock.pinned(spec, downloader.file_url) if self.lock else None
         if model is None and self.frozen:
             raise ModelError(str(spec), "not in the lock file; run `download-models lock` (--frozen resolves nothing).")
-        model = model or downloader.resolve(spec, exact)
-        # hub data and lock entries alike name folders and files: neither may point outside the model
-        for file in model.files:
-            try:
-                check_repo_path(file.path)
-            except UnsafePathError as exc:
-                raise ModelError(str(spec), str(exc)) from None
-        if model.commit in ("", ".", "..") or any(c in model.commit for c in "/\\\0"):  # names folders and files
-            raise ModelError(str(spec), f"refused the hub's commit id {model.commit!r}: it is not a commit hash.")
-        return model
+        if model is not None:
+            return model  # checked, with the line of any bad value, when the lock file was read
+        try:
+            return remote.check(downloader.resolve(spec, exact))
+        except (MalformedMetadata, validate.InvalidValue) as exc:
+            raise ModelError(str(spec), f"the hub sent malformed metadata for {spec.repo_id} ({exc}).") from None
 
     def resolve_all(self, specs: list[ModelSpec], exact: bool = False) -> list[ResolvedModel | ModelError]:
         def one(spec: ModelSpec) -> ResolvedModel | ModelError:
@@ -120,6 +119,8 @@ class ModelManager:
                 return exc
             except UserError as exc:
                 return ModelError(str(spec), str(exc))
+            except Exception as exc:  # a bug must fail this model, not the whole run
+                return ModelError(str(spec), f"unexpected {type(exc).__name__}: {exc}")
 
         with ThreadPoolExecutor(max_workers=RESOLVE_WORKERS) as pool:
             return list(pool.map(one, specs))
@@ -292,7 +293,7 @@ class ModelManager:
         try:
             job.downloader.link(job.model, job.model.selected)
             self.records.record(job.model, job.downloader.default_revision)
-        except OSError as exc:
+        except (OSError, UnsafePathError) as exc:
             job.result.status, job.result.error = "failed", f"could not write the cache layout: {exc}"
             return
         if job.result.transferred_bytes or job.result.missing_files:
@@ -300,4 +301,12 @@ class ModelManager:
 
 
 def _token_from_env(cls: type[Downloader]) -> str | None:
-    return next((os.environ[v] for v in cls.token_env if os.environ.get(v)), None)
+    name = next((v for v in cls.token_env if os.environ.get(v)), None)
+    return _checked_token(os.environ[name], name) if name else None
+
+
+def _checked_token(token: str, name: str) -> str:
+    try:
+        return validate.token(token, name)
+    except validate.InvalidValue as exc:
+        raise UserError(f"{exc}; check it.") from None

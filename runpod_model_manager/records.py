@@ -2,7 +2,8 @@
 re-runs need no network: which commit each requested revision resolved to, and each commit's file manifest.
 
 A manifest is written (atomically) only after every selected file of the model is in place; it is never
-trusted alone: completeness is always checked against the files on disk.
+trusted alone: completeness is always checked against the files on disk. A record that does not pass the
+checks hub answers pass (it lies on a shared volume that anyone may write) is ignored, as if absent.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from runpod_model_manager.layout import atomic_write_text
+from runpod_model_manager import remote, validate
+from runpod_model_manager.layout import atomic_write_text, inside
 from runpod_model_manager.remote import RemoteFile, ResolvedModel
 from runpod_model_manager.specs import ModelSpec
 
@@ -25,22 +27,23 @@ class Records:
     def commit_for(self, spec: ModelSpec, default_revision: str) -> str | None:
         ref = self._model_dir(spec.source, spec.repo_id) / "refs" / (spec.revision or default_revision)
         try:
-            return ref.read_text().strip()
-        except OSError:
+            return validate.commit(ref.read_text().strip())
+        except (OSError, ValueError):
             return None
 
     def manifest(self, spec: ModelSpec, commit: str) -> ResolvedModel | None:
-        path = self._model_dir(spec.source, spec.repo_id) / "manifests" / f"{commit}.json"
         try:
+            path = self._model_dir(spec.source, spec.repo_id) / "manifests" / f"{validate.commit(commit)}.json"
             data = json.loads(path.read_text())
             files = tuple(RemoteFile(f["path"], f["size"], f["url"], f.get("checksum")) for f in data["files"])
-        except (OSError, ValueError, KeyError, TypeError):
+            return remote.check(ResolvedModel(spec, commit, files))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
             return None
-        return ResolvedModel(spec, commit, files)
 
     def record(self, model: ResolvedModel, default_revision: str) -> None:
         spec = model.spec
         base = self._model_dir(spec.source, spec.repo_id)
         files = [{"path": f.path, "size": f.size, "url": f.url, "checksum": f.checksum} for f in model.files]
-        atomic_write_text(base / "manifests" / f"{model.commit}.json", json.dumps({"files": files}, indent=1))
-        atomic_write_text(base / "refs" / (spec.revision or default_revision), model.commit)
+        manifest = base / "manifests" / f"{validate.commit(model.commit)}.json"
+        atomic_write_text(inside(self.dir, manifest), json.dumps({"files": files}, indent=1))
+        atomic_write_text(inside(self.dir, base / "refs" / (spec.revision or default_revision)), model.commit)

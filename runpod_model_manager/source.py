@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar
 
+from runpod_model_manager.hub_http import MetadataLimits
 from runpod_model_manager.remote import RemoteFile, ResolvedModel
 from runpod_model_manager.specs import ModelSpec
 
@@ -26,9 +27,10 @@ class Downloader(ABC):
     default_revision: ClassVar[str]  # branch used when a spec names none
     token_env: ClassVar[tuple[str, ...]] = ()  # environment variables holding a token
 
-    def __init__(self, cache_root: Path, token: str | None = None):
+    def __init__(self, cache_root: Path, token: str | None = None, limits: MetadataLimits | None = None):
         self.cache_root = Path(cache_root)
         self.token = token
+        self.limits = limits or MetadataLimits()  # for metadata requests: fetch them with hub_http.fetch
 
     @classmethod
     def is_available(cls) -> bool:
@@ -49,7 +51,8 @@ class Downloader(ABC):
 
     @abstractmethod
     def resolve(self, spec: ModelSpec, exact: bool = False) -> ResolvedModel:
-        """List the files of the spec's revision (network; raises ModelError).
+        """List the files of the spec's revision (network; raises ModelError, or MalformedMetadata naming what
+        is wrong with the hub's answer; the core checks every path, size and checksum of the result).
 
         `commit` is the exact commit where the hub tells it in the same request; a source whose listing does
         not (ModelScope) may return the branch or tag name instead, unless `exact` asks it to spend another

@@ -7,6 +7,7 @@ import os
 import re
 from dataclasses import dataclass, field, replace
 
+from . import validate
 from .errors import UserError
 
 SOURCE_ALIASES = {
@@ -33,9 +34,8 @@ DEFAULT_MODELSCOPE_ORGS = (
     "deepseek-ai-ms",
 )
 
-_REPO_PART = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+_REPO_PART = r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}"  # 96 characters at most, as on the Hugging Face Hub
 _REPO_ID = re.compile(rf"^(?:{_REPO_PART}/)?{_REPO_PART}$")
-_REVISION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
 
 
 def modelscope_orgs() -> tuple[str, ...]:
@@ -54,6 +54,15 @@ class ModelSpec:
     revision: str | None = None
     include: tuple[str, ...] = field(default=())
     exclude: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        # a revision names folders (refs/<revision>, snapshots/<revision>): checked wherever a spec is made
+        validate_repo_id(self.repo_id)
+        if self.revision is not None:
+            try:
+                validate.revision(self.revision)
+            except validate.InvalidValue as exc:
+                raise UserError(f"{exc}: give a branch, tag or commit name.") from None
 
     def __str__(self) -> str:
         rev = f"@{self.revision}" if self.revision else ""
@@ -83,10 +92,10 @@ def normalize_source(name: str) -> str:
 
 
 def validate_repo_id(repo_id: str) -> None:
-    if not _REPO_ID.match(repo_id) or ".." in repo_id:
+    if not isinstance(repo_id, str) or not _REPO_ID.match(repo_id) or ".." in repo_id:
         raise UserError(
-            f"'{repo_id}' is not a valid model ID: use 'org/name' (or 'name' on Hugging Face), "
-            "letters, digits, '.', '_' and '-' only."
+            f"{validate.show(repo_id)} is not a valid model ID: use 'org/name' (or 'name' on Hugging Face), "
+            "each part at most 96 letters, digits, '.', '_' and '-'."
         )
 
 
@@ -99,8 +108,8 @@ def parse_model_spec(text: str, default_source: str = "auto") -> ModelSpec:
         source = normalize_source(prefix)
         body = rest
     repo_id, at, revision = body.partition("@")
-    if at and not _REVISION.match(revision):
-        raise UserError(f"'{text}' has an invalid revision after '@': give a branch, tag or commit hash.")
+    if at and not revision:
+        raise UserError(f"'{text}' has nothing after '@': give a branch, tag or commit name.")
     validate_repo_id(repo_id)
     if source is None:
         source = normalize_source(default_source)

@@ -8,18 +8,8 @@ Guarantees, whatever happens to the process:
 - one process at a time works on a file: `<state>/locks/<key>.lock`, an flock held through the kernel, so it
   is released when its holder dies and never blocks a later run.
 
-Settings (EngineSettings) take their defaults from the environment, so that a deployment or a test can tune
-them without a CLI option; a value that is not a number stops the run with a one-line error:
-
-    RPMM_RETRIES            attempts in a row without progress, per part, before giving up   (6)
-    RPMM_RETRY_BACKOFF      first retry delay in seconds, doubled each time, with jitter     (0.5)
-    RPMM_RETRY_BACKOFF_MAX  longest delay between two attempts in seconds                    (30)
-    RPMM_RETRY_AFTER_MAX    longest Retry-After (429/503) honoured, in seconds                (300)
-    RPMM_STALL_TIMEOUT      no byte received for this many seconds: drop the connection, retry (30)
-    RPMM_CONNECT_TIMEOUT    seconds to open a connection                                      (10)
-    RPMM_RECORD_INTERVAL    seconds between two resume records of a file in flight           (1)
-    RPMM_PREALLOCATE        0: do not reserve a file's full size before its bytes arrive      (1)
-                            (for filesystems where fallocate is emulated by writing zeros)
+Settings (EngineSettings) take their defaults from the RPMM_* environment variables that settings.py lists
+with their ranges, so that a deployment or a test can tune them without a CLI option.
 """
 
 from __future__ import annotations
@@ -43,44 +33,22 @@ from urllib.parse import urlsplit
 import requests
 from filelock import FileLock, Timeout
 
+from . import settings, validate
 from .checksums import PrefixHasher
-from .errors import TransferError, UserError
-from .layout import atomic_write_text
+from .deadline import Deadline
+from .errors import TransferError
+from .hub_http import body_chunks, new_session
+from .layout import UnsafePathError, atomic_write_text, inside
 
 MiB = 1 << 20
 CHUNK = MiB
 PARTS_PER_CONNECTION = 8
 DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
-_CHECKSUM = re.compile(r"^(sha256:[0-9a-f]{64}|git-sha1:[0-9a-f]{40})$")
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
 
-def _env_number(name: str, default: float, kind: type = float) -> float:
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return default
-    try:
-        number = kind(value)
-    except ValueError:
-        number = None
-    if number is None or number < 0 or number != number:
-        raise UserError(f"{name} must be a non-negative {'integer' if kind is int else 'number'}, got {value!r}.")
-    return number
-
-
-def _env_flag(name: str, default: bool) -> bool:
-    value = os.environ.get(name, "").strip().lower()
-    if not value:
-        return default
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise UserError(f"{name} must be 1 or 0, got {value!r}.")
-
-
-def _setting(name: str, default: float, kind: type = float):
-    return field(default_factory=lambda: _env_number(name, default, kind))
+def _setting(name: str):
+    return field(default_factory=lambda: settings.number(name))
 
 
 @dataclass(frozen=True)
@@ -102,18 +70,19 @@ class Transfer:
 
 @dataclass(frozen=True)
 class EngineSettings:
-    """Defaults come from the RPMM_* environment variables listed in the module docstring."""
+    """Defaults come from the RPMM_* environment variables listed in settings.py."""
 
     connections: int = 8  # parallel Range requests for one large file
     min_part_size: int = 16 * MiB  # files smaller than two parts are fetched with one request
-    retries: int = _setting("RPMM_RETRIES", 6, int)  # attempts in a row without progress, per part
-    backoff: float = _setting("RPMM_RETRY_BACKOFF", 0.5)  # first retry delay (s); doubles, with jitter
-    backoff_max: float = _setting("RPMM_RETRY_BACKOFF_MAX", 30.0)
-    retry_after_max: float = _setting("RPMM_RETRY_AFTER_MAX", 300.0)  # cap on a hub's Retry-After
-    stall_timeout: float = _setting("RPMM_STALL_TIMEOUT", 30.0)  # no byte for this long: drop and retry
-    connect_timeout: float = _setting("RPMM_CONNECT_TIMEOUT", 10.0)
-    record_interval: float = _setting("RPMM_RECORD_INTERVAL", 1.0)  # s between resume records
-    preallocate: bool = field(default_factory=lambda: _env_flag("RPMM_PREALLOCATE", True))
+    retries: int = _setting("RPMM_RETRIES")  # attempts in a row without progress, per part
+    backoff: float = _setting("RPMM_RETRY_BACKOFF")  # first retry delay (s); doubles, with jitter
+    backoff_max: float = _setting("RPMM_RETRY_BACKOFF_MAX")
+    retry_after_max: float = _setting("RPMM_RETRY_AFTER_MAX")  # cap on a hub's Retry-After
+    stall_timeout: float = _setting("RPMM_STALL_TIMEOUT")  # no byte for this long: drop and retry
+    min_speed: float = _setting("RPMM_MIN_SPEED")  # bytes/s a part must average over the stall window
+    connect_timeout: float = _setting("RPMM_CONNECT_TIMEOUT")
+    record_interval: float = _setting("RPMM_RECORD_INTERVAL")  # s between resume records
+    preallocate: bool = field(default_factory=lambda: settings.flag("RPMM_PREALLOCATE", True))
 
 
 class DiskFullError(OSError):
@@ -128,6 +97,10 @@ class _Retryable(Exception):
     def __init__(self, message: str, retry_after: float | None = None):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class _TooSlow(_Retryable):
+    """The part received bytes, too few to count as progress (a server dripping a byte at a time)."""
 
 
 class _NoRangeSupport(Exception):
@@ -230,7 +203,8 @@ class TransferEngine:
         self.dir = Path(state_dir) / "incomplete"
         self.locks = Path(state_dir) / "locks"
         # every destination must lie inside the cache root (the state dir's parent unless given)
-        self.root = Path(os.path.normpath(os.path.abspath(root if root is not None else Path(state_dir).parent)))
+        self.root = Path(root if root is not None else Path(state_dir).parent)
+        self._folders_inside: set[Path] = set()  # folders found inside the root (layout.inside)
         self.settings = settings or EngineSettings()
         self.progress = progress or Progress()
         self._local = threading.local()
@@ -281,13 +255,20 @@ class TransferEngine:
 
     def _check(self, t: Transfer) -> None:
         """Refuse what the hub's metadata could use to write elsewhere or to trust unverifiable bytes."""
-        dest = os.path.normpath(os.path.abspath(t.dest))
-        if not dest.startswith(str(self.root).rstrip(os.sep) + os.sep):
-            raise TransferError(f"{t.label}: refused to write {t.dest}, which is outside the cache {self.root}")
-        if t.checksum is not None and not _CHECKSUM.match(t.checksum):
-            raise TransferError(f"{t.label}: refused the hub's malformed checksum {t.checksum!r}")
-        if t.size < 0:
-            raise TransferError(f"{t.label}: refused the hub's negative size {t.size}")
+        for path in (t.dest, *self._paths(t)):  # also our partial file, its record and its lock
+            # resolving costs a system call per folder of the path: each folder is checked once per run
+            if path.parent in self._folders_inside and path.name not in ("", ".", ".."):
+                continue
+            try:
+                inside(self.root, path)
+            except UnsafePathError:
+                raise TransferError(f"{t.label}: refused to write {path}, outside the cache {self.root}") from None
+            self._folders_inside.add(path.parent)
+        try:
+            validate.checksum(t.checksum)
+            validate.size(t.size)
+        except validate.InvalidValue as exc:
+            raise TransferError(f"{t.label}: refused the hub's metadata: {exc}") from None
 
     def _plan(self, t: Transfer) -> list[_Part]:
         s = self.settings
@@ -470,7 +451,7 @@ class TransferEngine:
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
         if session is None:
-            session = self._local.session = requests.Session()
+            session = self._local.session = new_session()
         return session
 
     def _fetch_part(self, t: Transfer, fd: int, part: _Part, recorder: _Recorder, cancel: threading.Event) -> None:
@@ -481,7 +462,7 @@ class TransferEngine:
             try:
                 self._stream(t, fd, part, recorder, cancel)
             except _Retryable as exc:
-                failures = 1 if part.done > before else failures + 1
+                failures = 1 if part.done > before and not isinstance(exc, _TooSlow) else failures + 1
                 attempts = s.retries + 1
                 if failures >= attempts:
                     raise TransferError(f"{t.label}: {exc} (gave up after {failures} attempts)") from None
@@ -505,11 +486,15 @@ class TransferEngine:
             headers["Range"] = f"bytes={offset}-{part.end - 1}"
         s = self.settings
         try:
-            response = self._session().get(
-                url, headers=headers, stream=True, timeout=(s.connect_timeout, s.stall_timeout)
-            )
+            with Deadline(s.connect_timeout + s.stall_timeout) as headers_due:  # however slowly they drip
+                response = self._session().get(
+                    url, headers=headers, stream=True, timeout=(s.connect_timeout, s.stall_timeout)
+                )
         except requests.RequestException as exc:
             raise _Retryable(f"connection failed ({type(exc).__name__})") from exc
+        if headers_due.expired:  # the connection was cut: what arrived may be a part of the headers
+            response.close()
+            raise _Retryable(f"no complete headers within {headers_due.seconds:g} s")
         with response:
             status = response.status_code
             if url != t.url and status in (401, 403, 404, 410):  # the CDN link expired: ask the hub again
@@ -529,18 +514,33 @@ class TransferEngine:
                 self._check_content_range(t, response, offset)
             elif status != 200:
                 raise TransferError(f"{t.label}: the hub answered HTTP {status} for {t.url}")
+            # bytes are written in whole chunks, as they were received; the loop wakes for every piece that
+            # arrives, so that a part trickling in under RPMM_MIN_SPEED is found out (the socket timeout
+            # alone never trips while a byte comes every few seconds)
+            buffer = bytearray()
+            received, window_start, window_received = 0, time.monotonic(), 0
             try:
-                for chunk in response.iter_content(CHUNK):
-                    chunk = chunk[: part.remaining]
-                    self._write(fd, chunk, offset, t)
-                    offset += len(chunk)
-                    part.done += len(chunk)
-                    self.progress.advance(t.label, len(chunk))
+                for piece in body_chunks(response, CHUNK):
+                    buffer += piece[: part.remaining - len(buffer)]
+                    received += len(piece)
+                    while buffer and len(buffer) >= min(CHUNK, part.remaining):
+                        n = min(CHUNK, part.remaining)
+                        with memoryview(buffer) as view:
+                            self._write(fd, view[:n], offset, t)
+                        del buffer[:n]
+                        offset += n
+                        part.done += n
+                        self.progress.advance(t.label, n)
+                        recorder.tick()
                     if part.remaining == 0:
                         break
-                    recorder.tick()
                     if cancel.is_set():
                         raise _Cancelled(t.label)
+                    if (elapsed := time.monotonic() - window_start) >= s.stall_timeout:
+                        if received - window_received < s.min_speed * elapsed:
+                            rate = f"{s.min_speed:g} bytes/s for {elapsed:.0f} s"
+                            raise _TooSlow(f"slower than {rate} (RPMM_MIN_SPEED, RPMM_STALL_TIMEOUT)")
+                        window_start, window_received = time.monotonic(), received
             except requests.RequestException as exc:
                 raise _Retryable(f"connection lost after {part.done} bytes ({type(exc).__name__})") from exc
         if part.remaining > 0:

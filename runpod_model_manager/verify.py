@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runpod_model_manager.checksums import file_digest
+from runpod_model_manager.layout import UnsafePathError, inside
 from runpod_model_manager.manager import ModelManager
 from runpod_model_manager.specs import ModelSpec
 
@@ -16,7 +17,7 @@ class VerifyReport:
     commit: str | None = None
     checked: int = 0
     problems: dict[str, str] = field(default_factory=dict)  # repo path -> what is wrong
-    bad_paths: list[Path] = field(default_factory=list)  # files to delete before a repair
+    bad_paths: list[Path] = field(default_factory=list)  # files to delete before a repair, inside the cache
     repaired: bool = False
     repair_error: str | None = None
 
@@ -60,7 +61,11 @@ def verify_models(manager: ModelManager, specs: list[ModelSpec]) -> list[VerifyR
         downloader = manager.downloader(spec.source)
         for file in model.selected:
             report.checked += 1
-            blob = downloader.blob_path(model, file)
+            try:
+                blob = inside(manager.cache.path, downloader.blob_path(model, file))
+            except UnsafePathError as exc:  # never hashed, never deleted
+                report.problems[file.path] = str(exc)
+                continue
             if file.path in missing:
                 report.problems[file.path] = "missing or wrong size"
                 report.bad_paths.append(blob)

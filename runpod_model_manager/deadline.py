@@ -1,0 +1,130 @@
+"""One time limit for everything a network exchange does: connect, send, headers, body, every redirect.
+
+A socket timeout bounds each wait for data, not the exchange: a server that sends one header byte every few
+seconds never trips it. Under `with Deadline(seconds):`, every socket registered through `watch()` in that
+thread (our HTTP connection classes register theirs) is shut down when the time is up, which ends whatever
+blocking connect, send or receive is in progress on it; the code that was waiting sees a connection error
+and `deadline.expired` tells it why. One watchdog thread serves every deadline of the process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import os
+import socket
+import threading
+import time
+
+_local = threading.local()
+
+
+class Deadline:
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.at = time.monotonic() + seconds
+        self.expired = False
+        self._handles: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._done = False
+        self._previous: Deadline | None = None
+
+    def remaining(self) -> float:
+        return max(0.0, self.at - time.monotonic())
+
+    def watch(self, sock: socket.socket | None) -> None:
+        """Shut `sock` down when the deadline passes (at once if it already has)."""
+        if sock is None:
+            return
+        try:
+            # a handle of our own on the same connection: it stays valid when TLS wraps (detaches) the socket
+            # or when its owner closes it, and its descriptor cannot be reused by another connection
+            handle = socket.socket(fileno=os.dup(sock.fileno()))
+        except OSError:  # closed already
+            return
+        with self._lock:
+            if self._done:
+                handle.close()
+                return
+            self._handles.append(handle)
+            if self.expired:
+                _shut(handle)
+
+    def _expire(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self.expired = True
+            for handle in self._handles:
+                _shut(handle)
+
+    def __enter__(self) -> Deadline:
+        self._previous = current()
+        _local.deadline = self
+        _WATCHDOG.add(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with self._lock:
+            self._done = True
+            for handle in self._handles:
+                handle.close()
+            self._handles.clear()
+        _local.deadline = self._previous
+
+
+def current() -> Deadline | None:
+    """The innermost deadline active in this thread."""
+    return getattr(_local, "deadline", None)
+
+
+def watch(sock: socket.socket | None) -> None:
+    """Put `sock` under this thread's deadline, if one is active."""
+    deadline = current()
+    if deadline is not None:
+        deadline.watch(sock)
+
+
+def _shut(handle: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # the peer may have closed it already
+        handle.shutdown(socket.SHUT_RDWR)
+
+
+class _Watchdog:
+    """A heap of deadlines and one daemon thread that expires each when its time comes. Finished deadlines are
+    dropped when they reach the top, so entering and leaving one costs a heap push and nothing more."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Deadline]] = []
+        self._order = itertools.count()
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def add(self, deadline: Deadline) -> None:
+        with self._wake:
+            heapq.heappush(self._heap, (deadline.at, next(self._order), deadline))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="deadline-watchdog", daemon=True)
+                self._thread.start()
+            elif self._heap[0][2] is deadline:
+                self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while True:
+                    while self._heap and self._heap[0][2]._done:
+                        heapq.heappop(self._heap)
+                    if not self._heap:
+                        self._wake.wait()
+                        continue
+                    delay = self._heap[0][0] - time.monotonic()
+                    if delay <= 0:
+                        due = heapq.heappop(self._heap)[2]
+                        break
+                    self._wake.wait(delay)
+            due._expire()
+
+
+_WATCHDOG = _Watchdog()
