@@ -1,9 +1,11 @@
 """Download `audio_url` without becoming an SSRF proxy.
 
 Only http(s) URLs are fetched. The host is resolved once, every address it resolves to must be public
-(not loopback, private, link-local, shared, multicast or reserved), and the connection goes to one of
-those checked addresses, so a second DNS answer cannot swap in an internal one. Redirects are
-followed by hand, each hop checked the same way. Size and time are bounded.
+(not loopback, private, link-local, shared, multicast or reserved, also when an IPv6 address carries an
+IPv4 one: mapped, compatible, NAT64 or 6to4), and the connection goes to one of those checked addresses,
+so a second DNS answer cannot swap in an internal one. Redirects are followed by hand, each hop checked
+the same way. Size is bounded, and the whole fetch (DNS, connect, headers, body, every redirect) sits
+under one deadline, however slowly a server sends.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ import ipaddress
 import os
 import socket
 import ssl
-import time
+import threading
 from urllib.parse import urljoin, urlsplit
+
+from runpod_model_manager.deadline import Deadline, watch
 
 from .audio import MAX_AUDIO_BYTES
 from .errors import InputError
@@ -35,9 +39,24 @@ def private_urls_allowed() -> bool:
     return os.environ.get(ALLOW_PRIVATE_URLS_ENV) == "1"
 
 
+NAT64_PREFIX = ipaddress.IPv6Network("64:ff9b::/96")  # RFC 6052: the IPv4 address is the last 32 bits
+
+
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one leads to: IPv4-mapped (::ffff:a.b.c.d), IPv4-compatible (::a.b.c.d, which
+    covers :: and ::1 too), NAT64 (64:ff9b::a.b.c.d) or 6to4 (2002:AABB:CCDD::)."""
+    if address.ipv4_mapped:
+        return address.ipv4_mapped
+    if address.sixtofour:
+        return address.sixtofour
+    if int(address) >> 32 == 0 or address in NAT64_PREFIX:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
 def is_public_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address) and (ipv4 := embedded_ipv4(address)) is not None:
+        address = ipv4
     return address.is_global and not address.is_multicast
 
 
@@ -58,12 +77,29 @@ def _split_url(url: str):
     return parts, port
 
 
-def resolve_checked_addresses(host: str, port: int) -> list[str]:
+def _getaddrinfo(host: str, port: int, deadline: Deadline) -> list:
+    """socket.getaddrinfo, given up on at the deadline (the resolver has no timeout of its own to pass)."""
+    answer: list = []
+
+    def run() -> None:
+        try:
+            answer.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except (OSError, UnicodeError) as exc:
+            answer.append(exc)
+
+    lookup = threading.Thread(target=run, name="audio-url-dns", daemon=True)
+    lookup.start()
+    lookup.join(deadline.remaining())
+    if not answer:
+        raise TimeoutError
+    if isinstance(answer[0], BaseException):
+        raise InputError(f"The host of audio_url ('{host}') could not be resolved.")
+    return answer[0]
+
+
+def resolve_checked_addresses(host: str, port: int, deadline: Deadline) -> list[str]:
     """Every address `host` resolves to, refused unless all of them are public."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError):
-        raise InputError(f"The host of audio_url ('{host}') could not be resolved.") from None
+    infos = _getaddrinfo(host, port, deadline)
     addresses = list(dict.fromkeys(info[4][0] for info in infos))
     if not private_urls_allowed():
         for address in addresses:
@@ -78,9 +114,12 @@ def _connect(addresses: list[str], port: int, timeout: float) -> socket.socket:
     last_error: OSError | None = None
     for address in addresses:
         try:
-            return socket.create_connection((address, port), timeout=timeout)
+            sock = socket.create_connection((address, port), timeout=timeout)
         except OSError as exc:
             last_error = exc
+            continue
+        watch(sock)  # shut down when the download's deadline passes, whatever it is waiting for
+        return sock
     raise last_error or OSError("no address to connect to")
 
 
@@ -104,7 +143,7 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
         self.sock = self._tls.wrap_socket(_connect(self._addresses, self.port, self.timeout), server_hostname=self.host)
 
 
-def _read_body(response: http.client.HTTPResponse, deadline: float) -> bytes:
+def _read_body(response: http.client.HTTPResponse) -> bytes:
     declared = response.getheader("Content-Length")
     if declared and declared.isdigit() and int(declared) > MAX_AUDIO_BYTES:
         raise InputError(f"The audio at audio_url is larger than the {MAX_AUDIO_BYTES // 2**20} MB limit.")
@@ -113,20 +152,32 @@ def _read_body(response: http.client.HTTPResponse, deadline: float) -> bytes:
         body += chunk
         if len(body) > MAX_AUDIO_BYTES:
             raise InputError(f"The audio at audio_url is larger than the {MAX_AUDIO_BYTES // 2**20} MB limit.")
-        if time.monotonic() > deadline:
-            raise TimeoutError
     return bytes(body)
 
 
 def download(url: str) -> bytes:
-    deadline = time.monotonic() + DOWNLOAD_TIMEOUT_SECONDS
+    with Deadline(DOWNLOAD_TIMEOUT_SECONDS) as deadline:
+        try:
+            body = _download(url, deadline)
+        except (TimeoutError, OSError, http.client.HTTPException, InputError) as exc:
+            if deadline.expired or isinstance(exc, TimeoutError):
+                raise InputError("Downloading audio_url timed out.") from None
+            if isinstance(exc, InputError):
+                raise
+            reason = str(exc).splitlines()[0].rstrip(".") if str(exc) else type(exc).__name__
+            raise InputError(f"Downloading audio_url failed ({reason}).") from None
+    if deadline.expired:  # the connection was cut at the deadline: the headers or the body may have ended early
+        raise InputError("Downloading audio_url timed out.")
+    return body
+
+
+def _download(url: str, deadline: Deadline) -> bytes:
     for _hop in range(MAX_REDIRECTS + 1):
-        if time.monotonic() > deadline:
-            raise InputError("Downloading audio_url timed out.")
         parts, port = _split_url(url)
-        addresses = resolve_checked_addresses(parts.hostname, port)
+        addresses = resolve_checked_addresses(parts.hostname, port, deadline)
         connection_type = _PinnedHTTPSConnection if parts.scheme.lower() == "https" else _PinnedHTTPConnection
-        connection = connection_type(parts.hostname, port, addresses, SOCKET_TIMEOUT_SECONDS)
+        timeout = max(0.001, min(SOCKET_TIMEOUT_SECONDS, deadline.remaining()))
+        connection = connection_type(parts.hostname, port, addresses, timeout)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         try:
             connection.request("GET", target, headers={"User-Agent": USER_AGENT, "Accept": "*/*"})
@@ -136,12 +187,7 @@ def download(url: str) -> bytes:
                 continue
             if response.status != 200:
                 raise InputError(f"Downloading audio_url failed with HTTP status {response.status}.")
-            return _read_body(response, deadline)
-        except TimeoutError:
-            raise InputError("Downloading audio_url timed out.") from None
-        except (OSError, http.client.HTTPException) as exc:
-            reason = str(exc).splitlines()[0].rstrip(".") if str(exc) else type(exc).__name__
-            raise InputError(f"Downloading audio_url failed ({reason}).") from None
+            return _read_body(response)
         finally:
             connection.close()
     raise InputError(f"audio_url redirected more than {MAX_REDIRECTS} times.")
