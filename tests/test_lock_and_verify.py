@@ -137,6 +137,6 @@ def test_lock_refuses_a_hostile_modelscope_commit_id(hub_env, project_env, tmp_p
     repo.commits[bad] = dataclasses.replace(repo.resolve(None), sha=bad)
     repo.branches[repo.default_branch] = bad
     result = run_cli(env, "lock", "--project", "lockproj", "--lock-file", str(lock))
-    assert_one_line_error(result, 1, "iic/locked", "refused the hub's commit id")
+    assert_one_line_error(result, 1, "iic/locked", "malformed metadata", "commit id")
     assert list(tmp_path.rglob("pwned*")) == []
     assert "iic/locked" not in lock.read_text()

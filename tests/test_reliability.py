@@ -563,7 +563,7 @@ def test_hostile_file_names_are_refused(hub, env, tmp_path, source, kind):
     }[kind]
     _inject(hub, source, "org/hostile", name)
     result = run_cli(env, spec(source, "org/hostile"), "--cache-dir", str(cache), "-q")
-    assert_one_line_error(result, 1, "org/hostile", "refused the hub file name")
+    assert_one_line_error(result, 1, "org/hostile", "malformed metadata", "outside the model folder")
     assert file_requests(hub, "org/hostile", "") == []
     assert not outside.exists()
     assert [p for p in tmp_path.rglob("pwned*")] == []
@@ -581,7 +581,7 @@ def test_hostile_commit_id_is_refused(hub, env, tmp_path, source):
     repo.commits[bad] = dataclasses.replace(head, sha=bad)
     repo.branches[repo.default_branch] = bad
     result = run_cli(env, spec(source, "org/badcommit"), "--cache-dir", str(cache), "-q")
-    assert_one_line_error(result, 1, "org/badcommit", "refused the hub's commit id")
+    assert_one_line_error(result, 1, "org/badcommit", "malformed metadata", "commit id")
     assert [p for p in tmp_path.rglob("pwned*")] == []
     assert file_requests(hub, "org/badcommit", "") == []
 
@@ -593,6 +593,6 @@ def test_hostile_checksum_is_refused(hub, env, tmp_path):
     commit = hub.repo(HF, "org/badsum").resolve(None)
     commit.files["w.safetensors"] = dataclasses.replace(commit.files["w.safetensors"], sha256="../../../../pwned")
     result = run_cli(env, "hf:org/badsum", "--cache-dir", str(cache), "-q")
-    assert_one_line_error(result, 1, "org/badsum", "w.safetensors", "refused")
+    assert_one_line_error(result, 1, "org/badsum", "w.safetensors", "malformed metadata", "checksum")
     assert [p for p in tmp_path.rglob("pwned*")] == []
     assert hub.bytes_sent("org/badsum") == 0

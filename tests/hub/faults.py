@@ -7,7 +7,9 @@ by the server's stop event, and ``reset()`` clears everything.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass
@@ -29,6 +31,19 @@ class _BodyFault:
 
 
 @dataclass
+class Answer:
+    """How a hostile hub answers one request (decided when the request arrives)."""
+
+    match: str = ""
+    times: int = 1
+    hang: float = 0.0  # seconds of silence before the status line
+    drip: float | None = None  # bytes/s for the body (files too), and for the headers when drip_headers
+    drip_headers: bool = False
+    endless: tuple[bytes, bytes] | None = None  # (start, repeated forever): a body without end or length
+    tamper: Callable[[Any], Any] | None = None  # JSON payload -> JSON payload
+
+
+@dataclass
 class BodyPlan:
     """What to do with one response body (decided when the body starts)."""
 
@@ -46,6 +61,13 @@ class Faults:
       equals ``match`` or whose (unquoted) path/query contains ``match`` get ``status``.
     * ``drop(match, after_bytes, times)``: close the connection after ``after_bytes`` body bytes.
     * ``stall(match, after_bytes, seconds, times)``: pause ``seconds`` after ``after_bytes`` body bytes.
+
+    A hostile hub (``times`` matching requests each):
+
+    * ``hang(match, seconds)``: accept the request, then send nothing for ``seconds``.
+    * ``drip(match, bytes_per_second, headers=False)``: send the body (and the headers) at that rate.
+    * ``endless(match, start, repeat)``: a 200 whose body is ``start`` then ``repeat`` forever, without a length.
+    * ``tamper(match, fn)``: a JSON answer is replaced by ``fn(payload)``.
     """
 
     def __init__(self) -> None:
@@ -54,6 +76,7 @@ class Faults:
         self.bandwidth: int | None = None
         self._fails: list[_Fail] = []
         self._body: list[_BodyFault] = []
+        self._answers: list[Answer] = []
 
     def reset(self) -> None:
         with self._lock:
@@ -61,6 +84,7 @@ class Faults:
             self.bandwidth = None
             self._fails.clear()
             self._body.clear()
+            self._answers.clear()
 
     # -- configuration ------------------------------------------------------------------------
     def fail(
@@ -86,6 +110,33 @@ class Faults:
     def stall(self, match: str, *, after_bytes: int = 0, seconds: float = 1.0, times: int = 1) -> None:
         with self._lock:
             self._body.append(_BodyFault("stall", match, int(after_bytes), int(times), float(seconds)))
+
+    def hang(self, match: str, *, seconds: float, times: int = 1) -> None:
+        self._answer(Answer(match, times, hang=float(seconds)))
+
+    def drip(self, match: str, *, bytes_per_second: float, headers: bool = False, times: int = 1) -> None:
+        self._answer(Answer(match, times, drip=float(bytes_per_second), drip_headers=headers))
+
+    def endless(self, match: str, *, start: bytes, repeat: bytes, times: int = 1) -> None:
+        self._answer(Answer(match, times, endless=(start, repeat)))
+
+    def tamper(self, match: str, fn: Callable[[Any], Any], *, times: int = 1) -> None:
+        self._answer(Answer(match, times, tamper=fn))
+
+    def _answer(self, answer: Answer) -> None:
+        if answer.times < 1:
+            raise ValueError("times must be >= 1")
+        with self._lock:
+            self._answers.append(answer)
+
+    def take_answer(self, route: str, target: str) -> Answer | None:
+        with self._lock:
+            for answer in self._answers:
+                if answer.times > 0 and self._matches(answer.match, route, target):
+                    answer.times -= 1
+                    self._answers[:] = [a for a in self._answers if a.times > 0]
+                    return answer
+        return None
 
     @property
     def pending(self) -> dict[str, int]:

@@ -12,6 +12,7 @@ Two stdlib ``ThreadingHTTPServer`` instances (HTTP/1.1, keep-alive) on 127.0.0.1
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import threading
@@ -25,7 +26,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, quote, unquote, unquote_plus, urlsplit
 
 from . import hf_protocol, ms_protocol
-from .faults import BodyPlan, Faults
+from .faults import Answer, BodyPlan, Faults
 from .http_types import Request, Response, Route, file_response, json_response
 from .store import DEFAULT_LFS_THRESHOLD, HF, MS, FileEntry, Repo, RepoStore
 
@@ -51,6 +52,14 @@ class RequestRecord:
 
 def _cdn_error(status: int, message: str, extra: dict[str, str] | None = None) -> Response:
     return json_response(status, {"error": message}, list((extra or {}).items()))
+
+
+def _tampered(resp: Response, fn) -> Response:
+    """A JSON answer replaced by what `fn` makes of its payload (a hostile hub's answer)."""
+    if resp.file is not None or not resp.body:
+        return resp
+    headers = [(k, v) for k, v in resp.headers if k.lower() != "content-type"]
+    return json_response(resp.status, fn(json.loads(resp.body)), headers)
 
 
 class _Server(ThreadingHTTPServer):
@@ -136,6 +145,9 @@ class _Handler(BaseHTTPRequestHandler):
         route_name = route.name if route else f"{self.server.role}.unknown"
         if hub.faults.latency > 0:
             hub._sleep(hub.faults.latency)
+        answer = hub.faults.take_answer(route_name, target)
+        if answer is not None and answer.hang:
+            hub._sleep(answer.hang)
         try:
             fail = hub.faults.take_fail(route_name, target)
             if route is None:
@@ -145,6 +157,8 @@ class _Handler(BaseHTTPRequestHandler):
                 resp = route.error(fail.status, fail.message, extra)
             else:
                 resp = route.handler()
+                if answer is not None and answer.tamper is not None:
+                    resp = _tampered(resp, answer.tamper)
         except Exception:  # pragma: no cover - surfaced through hub.server_errors
             tb = traceback.format_exc()
             hub.server_errors.append(tb)
@@ -152,7 +166,7 @@ class _Handler(BaseHTTPRequestHandler):
 
         sent, aborted = 0, False
         try:
-            sent, aborted = self._send(resp, method, route_name, target)
+            sent, aborted = self._send(resp, method, route_name, target, answer)
         except (TimeoutError, ConnectionError, BrokenPipeError, OSError):
             self.close_connection = True
             aborted = True
@@ -173,20 +187,32 @@ class _Handler(BaseHTTPRequestHandler):
                 resp.attribution,
             )
 
-    def _send(self, resp: Response, method: str, route_name: str, target: str) -> tuple[int, bool]:
+    def _send(
+        self, resp: Response, method: str, route_name: str, target: str, answer: Answer | None
+    ) -> tuple[int, bool]:
+        if answer is not None and answer.endless is not None:
+            return self._send_endless(*answer.endless)
+        drip = answer.drip if answer is not None else None
         self.send_response(resp.status)
         for key, value in resp.headers:
             self.send_header(key, value)
         self.send_header("Content-Length", str(resp.content_length))
-        self.end_headers()
+        if drip and answer.drip_headers:
+            self._headers_buffer.append(b"\r\n")
+            head, self._headers_buffer = b"".join(self._headers_buffer), []
+            self._drip(head, drip)
+        else:
+            self.end_headers()
         if method == "HEAD" or resp.status in (204, 304) or resp.content_length == 0:
             return 0, False
         if resp.file is None:
+            if drip:
+                return self._drip(resp.body, drip), False
             self.wfile.write(resp.body)
             return len(resp.body), False
         hub = self.server.hub
         plan = hub.faults.take_body_plan(route_name, target)
-        bandwidth = hub.faults.bandwidth
+        bandwidth = drip or hub.faults.bandwidth
         if plan.drop_after is None and plan.stall_after is None and not bandwidth and resp.file.disk_path:
             with open(resp.file.disk_path, "rb") as f:
                 sent = self.connection.sendfile(f, resp.start, resp.length)
@@ -197,7 +223,7 @@ class _Handler(BaseHTTPRequestHandler):
         self, entry: FileEntry, start: int, length: int, plan: BodyPlan, bandwidth: int | None
     ) -> tuple[int, bool]:
         hub = self.server.hub
-        chunk = _CHUNK if not bandwidth else max(1024, min(_CHUNK, int(bandwidth) // 20))
+        chunk = _CHUNK if not bandwidth else max(1, min(_CHUNK, int(bandwidth) // 20))
         fh = open(entry.disk_path, "rb") if entry.disk_path is not None else None  # noqa: SIM115
         try:
             if fh is not None:
@@ -236,6 +262,36 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             if fh is not None:
                 fh.close()
+
+    def _drip(self, data: bytes, rate: float) -> int:
+        """Send `data` at `rate` bytes/s, in pieces at most 20 times a second."""
+        hub = self.server.hub
+        step, sent = max(1, int(rate / 20)), 0
+        while sent < len(data) and not hub._stopping.is_set():
+            piece = data[sent : sent + step]
+            self.wfile.write(piece)
+            sent += len(piece)
+            hub._sleep(len(piece) / rate)
+        return sent
+
+    def _send_endless(self, start: bytes, repeat: bytes) -> tuple[int, bool]:
+        """A 200 whose body never ends (no length, no chunks): sent until the client hangs up."""
+        hub = self.server.hub
+        self.close_connection = True
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        block, sent = repeat * max(1, _CHUNK // len(repeat)), 0
+        try:
+            self.wfile.write(start)
+            sent += len(start)
+            while not hub._stopping.is_set():
+                self.wfile.write(block)
+                sent += len(block)
+        except OSError:
+            pass
+        return sent, True
 
     def _abort(self) -> None:
         self.close_connection = True

@@ -162,6 +162,7 @@ class Repo:
     branches: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
     commits: dict[str, Commit] = field(default_factory=dict)
+    any_revision: bool = False  # a hostile mirror: any revision name resolves to the default branch
 
     def resolve(self, revision: str | None) -> Commit | None:
         """Resolve a branch, tag, full commit sha or unique sha prefix (>= 7 chars)."""
@@ -176,6 +177,8 @@ class Repo:
             hits = [c for sha, c in self.commits.items() if sha.startswith(rev)]
             if len(hits) == 1:
                 return hits[0]
+        if self.any_revision and self.default_branch in self.branches:
+            return self.commits[self.branches[self.default_branch]]
         return None
 
     def has_ref(self, name: str) -> bool:
