@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 
@@ -23,6 +23,9 @@ from runpod_model_manager.source import Downloader
 from runpod_model_manager.specs import ModelSpec
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
+# the Hub may cut `siblings` short for larger repos (server-side caching): then the tree listing is used,
+# as huggingface_hub's snapshot_download did with the same threshold before it always listed the tree
+RELIABLE_SIBLINGS = 1000
 
 
 def _endpoint() -> str:
@@ -57,15 +60,7 @@ class HuggingFaceDownloader(Downloader):
         # the request HfApi.model_info(files_metadata=True) sends, fetched with our limits: that call has none
         revision = spec.revision or self.default_revision
         url = f"{_endpoint()}/api/models/{spec.repo_id}/revision/{quote(revision, safe='')}"
-        try:
-            response = hub_http.fetch(url, self.limits, params={"blobs": "true"}, headers=self.request_headers())
-        except hub_http.HubUnreachable as exc:
-            reason = f"could not reach {_endpoint()} ({exc}); check the network or HF_ENDPOINT."
-            raise ModelError(str(spec), reason) from None
-        except hub_http.AnswerTooLarge as exc:
-            raise ModelError(str(spec), str(exc)) from None
-        if response.status_code != 200:
-            raise ModelError(str(spec), self._explain(response, spec))
+        response = self._fetch(spec, url, {"blobs": "true"})
         info = expect(hub_http.json_of(response), dict, "the answer")
         commit = member(info, "sha", str, "sha")
         try:
@@ -74,11 +69,13 @@ class HuggingFaceDownloader(Downloader):
             raise MalformedMetadata(str(exc)) from None
         if member(info, "gated", (bool, str), "gated", optional=True) and not self.token:
             raise ModelError(str(spec), self._gated_hint())
+        siblings = member(info, "siblings", list, "siblings")
+        if not 0 < len(siblings) <= RELIABLE_SIBLINGS:
+            return ResolvedModel(spec, commit, self._tree(spec, commit))
         files = []
-        for i, sibling in enumerate(member(info, "siblings", list, "siblings")):
+        for i, sibling in enumerate(siblings):
             where = f"siblings[{i}]"
-            expect(sibling, dict, where)
-            path = member(sibling, "rfilename", str, f"{where}.rfilename")
+            path = member(expect(sibling, dict, where), "rfilename", str, f"{where}.rfilename")
             lfs = member(sibling, "lfs", dict, f"{where}.lfs", optional=True)
             if lfs is not None:
                 checksum = "sha256:" + member(lfs, "sha256", str, f"{where}.lfs.sha256")
@@ -88,6 +85,53 @@ class HuggingFaceDownloader(Downloader):
                 size = member(sibling, "size", int, f"{where}.size")
             files.append(RemoteFile(path, size, self.file_url(spec.repo_id, commit, path), checksum))
         return ResolvedModel(spec, commit, tuple(files))
+
+    def _tree(self, spec: ModelSpec, commit: str) -> tuple[RemoteFile, ...]:
+        """Every file of the commit from the paginated tree listing (HfApi.list_repo_tree's requests): pages
+        are followed through their `Link: rel="next"` header, on the endpoint's own host only (the token goes
+        with them), and together stay under RPMM_METADATA_MAX_BYTES."""
+        url: str | None = f"{_endpoint()}/api/models/{spec.repo_id}/tree/{quote(commit, safe='')}"
+        params: dict | None = {"recursive": "true", "expand": "false"}
+        files, spent, page = [], 0, 0
+        while url:
+            page += 1
+            if urlsplit(url)[:2] != urlsplit(_endpoint())[:2]:
+                raise MalformedMetadata(f"the next page of the tree listing is on another host ({validate.show(url)})")
+            response = self._fetch(spec, url, params)
+            spent += len(response.content)
+            if spent > self.limits.max_bytes:
+                raise ModelError(
+                    str(spec),
+                    f"the tree listing is larger than {self.limits.max_bytes:,} bytes "
+                    "(RPMM_METADATA_MAX_BYTES); refused.",
+                )
+            for i, entry in enumerate(expect(hub_http.json_of(response), list, "the tree listing")):
+                where = f"the tree listing's page {page}, entry {i}"
+                if member(expect(entry, dict, where), "type", str, f"{where}: type") != "file":
+                    continue
+                path = member(entry, "path", str, f"{where}: path")
+                lfs = member(entry, "lfs", dict, f"{where}: lfs", optional=True)
+                if lfs is not None:
+                    checksum = "sha256:" + member(lfs, "oid", str, f"{where}: lfs.oid")
+                    size = member(lfs, "size", int, f"{where}: lfs.size")
+                else:
+                    checksum = "git-sha1:" + member(entry, "oid", str, f"{where}: oid")
+                    size = member(entry, "size", int, f"{where}: size")
+                files.append(RemoteFile(path, size, self.file_url(spec.repo_id, commit, path), checksum))
+            url, params = response.links.get("next", {}).get("url"), None
+        return tuple(files)
+
+    def _fetch(self, spec: ModelSpec, url: str, params: dict | None) -> requests.Response:
+        try:
+            response = hub_http.fetch(url, self.limits, params=params, headers=self.request_headers())
+        except hub_http.HubUnreachable as exc:
+            reason = f"could not reach {_endpoint()} ({exc}); check the network or HF_ENDPOINT."
+            raise ModelError(str(spec), reason) from None
+        except hub_http.AnswerTooLarge as exc:
+            raise ModelError(str(spec), str(exc)) from None
+        if response.status_code != 200:
+            raise ModelError(str(spec), self._explain(response, spec))
+        return response
 
     def _gated_hint(self) -> str:
         if self.token:

@@ -71,6 +71,7 @@ def hub() -> Iterator[LocalHub]:
     h.hf_lfs_redirect = True
     h.ms_lfs_redirect = True
     h.hf_tree_page_size = 1000
+    h.hf_siblings_limit = None
     h.ms_files_limit = 3000
     yield h
     h.faults.reset()

@@ -428,7 +428,20 @@ def test_hub_library_logs_stay_silent_without_verbose(env, tmp_path, quiet):
     assert [line for line in result.stderr.splitlines() if not line.startswith(ours)] == []
 
 
-# -- ModelScope's truncated listings are walked folder by folder (as modelscope_hub does) --------------------
+# -- listings the hubs cut short ----------------------------------------------------------------------------
+def test_a_large_huggingface_repo_is_listed_from_its_paginated_tree(hub, env, tmp_path):
+    """huggingface.co may cut `siblings` short in a repo of more than 1000 files: the tree listing has them all."""
+    hub.add_repo(HF, "org/many", {f"d/f{i:04d}.txt": f"{i}".encode() for i in range(1100)})
+    hub.hf_siblings_limit, hub.hf_tree_page_size = 1050, 400
+    result = run_cli(env, "hf:org/many", "--include", "d/f1099.txt", "--cache-dir", str(tmp_path), "--json")
+    assert result.returncode == 0, result.stderr
+    (model,) = json.loads(result.stdout)["models"]
+    assert model["files"] == 1
+    snapshot = Path(model["path"])
+    assert (snapshot / "d" / "f1099.txt").read_bytes() == b"1099"
+    assert hub.count("hf.tree") == 3  # 1101 entries (a folder and 1100 files), 400 a page
+
+
 def test_a_modelscope_listing_cut_at_3000_entries_is_walked_per_folder(hub, env, tmp_path):
     files = {f"{folder}/f{i:04d}.txt": f"{folder}{i}".encode() for folder in ("a", "b") for i in range(1600)}
     hub.add_repo(MS, "org/many", files)

@@ -116,7 +116,7 @@ def _info(req: Request, repo_id: str, revision: str | None) -> Response:
         "likes": 0,
         "tags": [],
         "library_name": None,
-        "siblings": [_sibling(e, blobs) for e in commit.files.values()],
+        "siblings": [_sibling(e, blobs) for e in commit.files.values()][: req.hub.hf_siblings_limit],
         "spaces": [],
         "usedStorage": sum(e.size for e in commit.files.values()),
     }

@@ -317,12 +317,14 @@ class LocalHub:
         hf_lfs_redirect: bool = True,
         ms_lfs_redirect: bool = True,
         hf_tree_page_size: int = 1000,
+        hf_siblings_limit: int | None = None,
         ms_files_limit: int | None = 3000,
     ) -> None:
         self.token = token
         self.hf_lfs_redirect = hf_lfs_redirect
         self.ms_lfs_redirect = ms_lfs_redirect
         self.hf_tree_page_size = hf_tree_page_size
+        self.hf_siblings_limit = hf_siblings_limit  # huggingface.co may cut `siblings` short in large repos
         self.ms_files_limit = ms_files_limit
         self.store = RepoStore(lfs_threshold=lfs_threshold)
         self.faults = Faults()
