@@ -33,6 +33,83 @@ def _key(spec: ModelSpec) -> tuple[str, str, str | None]:
     return spec.source, spec.repo_id, spec.revision
 
 
+class _Bad(Exception):
+    """A bad value: where it is (keys and indexes from the top of the file) and what is wrong with it."""
+
+    def __init__(self, where: tuple, problem: str):
+        super().__init__(problem)
+        self.where, self.problem = where, problem
+
+
+_KINDS = {dict: "an object", list: "a list", str: "a string", int: "a number"}
+
+
+def _member(obj: dict, where: tuple, key: str, kind: type, optional: bool = False):
+    value = obj.get(key)
+    if value is None:
+        if optional:
+            return None
+        raise _Bad(where, f'"{key}" is missing')
+    if not isinstance(value, kind) or isinstance(value, bool):
+        shown = _KINDS.get(type(value)) if isinstance(value, dict | list) else validate.show(value)
+        raise _Bad((*where, key), f'"{key}" is {shown}, not {_KINDS[kind]}')
+    return value
+
+
+def _checked(value, where: tuple, check):
+    try:
+        return check(value)
+    except (validate.InvalidValue, UserError) as exc:
+        raise _Bad(where, str(exc).rstrip(".")) from None
+
+
+def _entries(data) -> dict[tuple[str, str, str | None], dict]:
+    if not isinstance(data, dict):
+        raise _Bad((), "the file is not a JSON object")
+    version = _member(data, (), "version", int)
+    if version != FORMAT_VERSION:
+        raise _Bad(("version",), f"unsupported version {version} (this tool writes {FORMAT_VERSION})")
+    entries = {}
+    for i, model in enumerate(_member(data, (), "models", list)):
+        entry = _model(model, ("models", i))
+        key = (entry["source"], entry["id"], entry["revision"])
+        if key in entries:
+            raise _Bad(("models", i), f"{entry['source']}:{entry['id']} is locked twice")
+        entries[key] = entry
+    return entries
+
+
+def _model(model, where: tuple) -> dict:
+    if not isinstance(model, dict):
+        raise _Bad(where, "a model entry is not an object")
+    source = _member(model, where, "source", str)
+    if not _SOURCE.match(source):
+        raise _Bad((*where, "source"), f"the source {validate.show(source)} is not a source name")
+    repo_id = _member(model, where, "id", str)
+    _checked(repo_id, (*where, "id"), validate_repo_id)
+    revision = _member(model, where, "revision", str, optional=True)
+    if revision is not None:
+        _checked(revision, (*where, "revision"), validate.revision)
+    commit = _checked(_member(model, where, "commit", str), (*where, "commit"), validate.commit)
+    files, paths = [], set()
+    for i, item in enumerate(_member(model, where, "files", list)):
+        file = _file(item, (*where, "files", i))
+        if file["path"] in paths:
+            raise _Bad((*where, "files", i), f"the file {validate.show(file['path'])} is listed twice")
+        paths.add(file["path"])
+        files.append(file)
+    return {"source": source, "id": repo_id, "revision": revision, "commit": commit, "files": files}
+
+
+def _file(item, where: tuple) -> dict:
+    if not isinstance(item, dict):
+        raise _Bad(where, "a file entry is not an object")
+    path = _checked(_member(item, where, "path", str), (*where, "path"), validate.repo_path)
+    size = _checked(_member(item, where, "size", int), (*where, "size"), validate.size)
+    checksum = _checked(_member(item, where, "checksum", str, optional=True), (*where, "checksum"), validate.checksum)
+    return {"path": path, "size": size, "checksum": checksum}
+
+
 class _At(NamedTuple):
     """A JSON value and the line it starts on; an object's or list's members are _At too."""
 
@@ -40,8 +117,9 @@ class _At(NamedTuple):
     line: int
 
 
-def _parse_with_lines(text: str) -> _At:
-    """json.loads that also tells the line of every value (the pure-Python scanner, with a hook per value)."""
+def _line_of(text: str, where: tuple) -> int:
+    """The line of the value at `where` (or of the nearest value around it that exists): the text is parsed
+    again with the pure-Python scanner and a hook per value, only to report a bad lock file."""
     newlines = [m.start() for m in re.finditer("\n", text)]
     decoder = json.JSONDecoder()
 
@@ -53,91 +131,17 @@ def _parse_with_lines(text: str) -> _At:
     decoder.parse_array = lambda s_end, _: json.decoder.JSONArray(s_end, located)
     scan = json.scanner.py_make_scanner(decoder)
     decoder.scan_once = located
-    return decoder.decode(text)
+    node = decoder.decode(text)
+    for key in where:
+        children = node.value
+        if isinstance(children, dict) and key in children or isinstance(children, list) and key < len(children):
+            node = children[key]
+    return node.line
 
 
-class _Reader:
-    """Checks the parsed lock file, raising a UserError that names the line of the first bad value."""
-
-    KINDS = {dict: "an object", list: "a list", str: "a string", int: "a number"}
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def refuse(self, at: _At, problem: str):
-        raise UserError(f"{self.path} line {at.line}: {problem}; fix it or recreate it with `download-models lock`.")
-
-    def member(self, obj: _At, key: str, kind: type, optional: bool = False) -> _At | None:
-        item = obj.value.get(key)
-        if item is None or item.value is None:
-            if optional:
-                return None
-            self.refuse(item or obj, f'"{key}" is missing')
-        if not isinstance(item.value, kind) or isinstance(item.value, bool):
-            shown = self.KINDS.get(type(item.value)) if isinstance(item.value, dict | list) else None
-            self.refuse(item, f'"{key}" is {shown or validate.show(item.value)}, not {self.KINDS[kind]}')
-        return item
-
-    def check(self, at: _At, check, *args):
-        try:
-            return check(at.value, *args)
-        except (validate.InvalidValue, UserError) as exc:
-            self.refuse(at, str(exc).rstrip("."))
-
-    def entries(self, root: _At) -> dict[tuple[str, str, str | None], dict]:
-        if not isinstance(root.value, dict):
-            self.refuse(root, "the file is not a JSON object")
-        version = self.member(root, "version", int)
-        if version.value != FORMAT_VERSION:
-            self.refuse(version, f"unsupported version {version.value} (this tool writes {FORMAT_VERSION})")
-        entries = {}
-        for model in self.member(root, "models", list).value:
-            entry = self.model(model)
-            key = (entry["source"], entry["id"], entry["revision"])
-            if key in entries:
-                self.refuse(model, f"{entry['source']}:{entry['id']} is locked twice")
-            entries[key] = entry
-        return entries
-
-    def model(self, model: _At) -> dict:
-        if not isinstance(model.value, dict):
-            self.refuse(model, "a model entry is not an object")
-        source = self.member(model, "source", str)
-        if not _SOURCE.match(source.value):
-            self.refuse(source, f"the source {validate.show(source.value)} is not a source name")
-        repo_id = self.member(model, "id", str)
-        self.check(repo_id, validate_repo_id)
-        revision = self.member(model, "revision", str, optional=True)
-        if revision is not None:
-            self.check(revision, validate.revision)
-        commit = self.member(model, "commit", str)
-        self.check(commit, validate.commit)
-        files, paths = [], set()
-        for item in self.member(model, "files", list).value:
-            file = self.file(item)
-            if file["path"] in paths:
-                self.refuse(item, f"the file {validate.show(file['path'])} is listed twice")
-            paths.add(file["path"])
-            files.append(file)
-        return {
-            "source": source.value,
-            "id": repo_id.value,
-            "revision": revision.value if revision else None,
-            "commit": commit.value,
-            "files": files,
-        }
-
-    def file(self, item: _At) -> dict:
-        if not isinstance(item.value, dict):
-            self.refuse(item, "a file entry is not an object")
-        path = self.member(item, "path", str)
-        self.check(path, validate.repo_path)
-        size = self.member(item, "size", int)
-        self.check(size, validate.size)
-        checksum = self.member(item, "checksum", str, optional=True)
-        if checksum is not None:
-            self.check(checksum, validate.checksum)
-        return {"path": path.value, "size": size.value, "checksum": checksum.value if checksum else None}
+def _refused(path: Path, line: int | None, problem: str) -> UserError:
+    at = f" line {line}" if line else ""
+    return UserError(f"{path}{at}: {problem}; fix it or recreate it with `download-models lock`.")
 
 
 @dataclass
@@ -156,12 +160,17 @@ class LockFile:
         except ValueError:
             raise UserError(f"{path} is not a valid lock file (it is not UTF-8 text); recreate it.") from None
         try:
-            root = _parse_with_lines(text)
+            return cls(path, _entries(json.loads(text)))
         except json.JSONDecodeError as exc:
-            _Reader(path).refuse(_At(None, exc.lineno), f"not valid JSON ({exc.msg})")
+            raise _refused(path, exc.lineno, f"not valid JSON ({exc.msg})") from None
         except RecursionError:
-            raise UserError(f"{path} is not a valid lock file (nested too deep); recreate it.") from None
-        return cls(path, _Reader(path).entries(root))
+            raise _refused(path, None, "nested too deep to be a lock file") from None
+        except _Bad as bad:
+            try:
+                line = _line_of(text, bad.where)
+            except RecursionError:
+                line = None
+            raise _refused(path, line, bad.problem) from None
 
     @classmethod
     def empty(cls, path: Path) -> LockFile:
