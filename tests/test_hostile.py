@@ -221,6 +221,22 @@ def test_a_planted_symlink_out_of_the_cache_is_never_written_through(hub, env, t
     assert everything_under(outside) == []
 
 
+def test_verify_repair_never_deletes_through_a_planted_symlink(hub, env, tmp_path):
+    hub.add_repo(HF, "org/sym", {"config.json": b"{}"})
+    cache, outside = tmp_path / "cache", tmp_path / "outside"
+    assert run_cli(env, "hf:org/sym", "--cache-dir", str(cache)).returncode == 0
+    blobs = cache / "huggingface" / "hub" / "models--org--sym" / "blobs"
+    (victim,) = blobs.iterdir()
+    outside.mkdir()
+    (outside / victim.name).write_text("not yours, and not the blob")
+    shutil.rmtree(blobs)
+    blobs.symlink_to(outside)
+    result = run_cli(env, "verify", "--repair", "hf:org/sym", "--cache-dir", str(cache))
+    assert result.returncode == 1
+    assert "outside" in result.stdout
+    assert (outside / victim.name).read_text() == "not yours, and not the blob"
+
+
 # -- 4. metadata requests have deadlines and a size cap ------------------------------------------------------
 ENDLESS_START = {HF: b'{"sha": "' + b"a" * 40 + b'", "siblings": [', MS: b'{"Code": 200, "Data": {"Files": ['}
 ENDLESS_ITEM = {HF: b'{"rfilename": "x.txt", "size": 1, "blobId": "' + b"b" * 40 + b'"}, ', MS: b'{"Path": "x"}, '}
