@@ -38,9 +38,14 @@ class Records:
             return None
         return ResolvedModel(spec, commit, files)
 
-    def record(self, model: ResolvedModel, default_revision: str) -> None:
+    def paths(self, model: ResolvedModel, default_revision: str) -> tuple[Path, Path]:
+        """The record of `model`: its manifest, and the ref naming its commit."""
         spec = model.spec
         base = self._model_dir(spec.source, spec.repo_id)
+        return base / "manifests" / f"{model.commit}.json", base / "refs" / (spec.revision or default_revision)
+
+    def record(self, model: ResolvedModel, default_revision: str) -> None:
+        manifest, ref = self.paths(model, default_revision)
         files = [{"path": f.path, "size": f.size, "url": f.url, "checksum": f.checksum} for f in model.files]
-        atomic_write_text(base / "manifests" / f"{model.commit}.json", json.dumps({"files": files}, indent=1))
-        atomic_write_text(base / "refs" / (spec.revision or default_revision), model.commit)
+        atomic_write_text(manifest, json.dumps({"files": files}, indent=1))
+        atomic_write_text(ref, model.commit)
