@@ -28,6 +28,9 @@ from runpod_model_manager.reporting import human_bytes, make_reporter
 @click.option("--dry-run", is_flag=True, help="Show what would be uploaded (HeadObject only); write nothing.")
 @click.option("--frozen", is_flag=True, help="Use only the lock file's commits; fail if it is missing or stale.")
 @click.option("--workers", type=click.IntRange(1, 64), help="Objects uploaded at once (default: 8).")
+@click.option(
+    "--connections", type=click.IntRange(1, 64), help="Parts uploaded at once, all files together (default: 8)."
+)
 @options.common_options
 @options.handle_errors
 def command(
@@ -44,6 +47,7 @@ def command(
     dry_run,
     frozen,
     workers,
+    connections,
     cache_dir,
     token,
     lock_file,
@@ -64,7 +68,8 @@ def command(
     if verbose:
         logging.basicConfig(level=logging.INFO)
     target = parse_target(destination, datacenter, endpoint_url)
-    settings = PushSettings(workers=workers) if workers else PushSettings()
+    tuning = {"workers": workers, "connections": connections}
+    settings = PushSettings(**{k: v for k, v in tuning.items() if v})
     reporter = make_reporter(json_output, quiet, verbose)
     selection = (models, all_projects, project_names, source, revision, include, exclude)
     specs = options.model_specs(*selection, reporter, verb="push")

@@ -1,8 +1,8 @@
 """Tuning of `push`. Like the download engine's settings, the defaults come from the environment, so that a
 deployment or a test can change them without a CLI option; a value that is not a number is a one-line error:
 
-    RPMM_PUSH_PART_SIZE        bytes per multipart part, grown for files that would need > 10,000 parts (32 MiB)
-    RPMM_PUSH_PUT_MAX          files smaller than this go in one PutObject, larger ones in parts (32 MiB)
+    RPMM_PUSH_PART_SIZE        bytes per multipart part, grown for files that would need > 10,000 parts (16 MiB)
+    RPMM_PUSH_PUT_MAX          files smaller than this go in one PutObject, larger ones in parts (16 MiB)
     RPMM_PUSH_ATTEMPTS         attempts per request (botocore's standard retries: 502, 503, dropped links) (10)
     RPMM_PUSH_READ_TIMEOUT     seconds to wait for an answer to a request (120)
     RPMM_PUSH_COMPLETE_TIMEOUT seconds CompleteMultipartUpload may take: RunPod assembles the file then (3600)
@@ -26,8 +26,8 @@ MAX_PARTS = 10_000
 class PushSettings:
     workers: int = 8  # objects at once
     connections: int = 8  # parts at once, across all files
-    part_size: int = _setting("RPMM_PUSH_PART_SIZE", 32 * MiB, int)
-    put_max: int = _setting("RPMM_PUSH_PUT_MAX", 32 * MiB, int)
+    part_size: int = _setting("RPMM_PUSH_PART_SIZE", 16 * MiB, int)
+    put_max: int = _setting("RPMM_PUSH_PUT_MAX", 16 * MiB, int)
     attempts: int = _setting("RPMM_PUSH_ATTEMPTS", 10, int)
     connect_timeout: float = _setting("RPMM_CONNECT_TIMEOUT", 10.0)
     read_timeout: float = _setting("RPMM_PUSH_READ_TIMEOUT", 120.0)

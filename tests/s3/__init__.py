@@ -9,7 +9,10 @@
         s3.copy_down(bucket, "models", folder)      # the bucket's tree as a volume mount would show it
 
 moto enforces S3's 5 MiB minimum part size; RunPod does not, and the tests use small parts: the minimum is
-lowered here, before moto is imported.
+lowered here, before moto is imported. And moto completes a multipart upload sent without checksums by
+copying the whole object twice more in memory, for a CRC64 of it that nobody asked for (RunPod computes
+none): three times slower than the same upload sent with CRC32 checksums. `S3Server` skips that work, so that
+a benchmark measures the clients and not this quirk of the fake server.
 """
 
 from __future__ import annotations
@@ -32,10 +35,32 @@ SECRET_KEY = "rps_TestSecretThatMustNeverAppearInOutput0123"
 _REGION = "us-east-1"
 
 
+def _skip_unasked_checksums() -> None:
+    import moto.s3.models as models
+
+    if getattr(models.MultipartChecksumBuilder, "skips_unasked", False):
+        return
+    full = models.MultipartChecksumBuilder
+
+    class NoChecksum:
+        def addPart(self, part: bytes) -> None:  # noqa: N802 - moto's name
+            pass
+
+        def build(self) -> None:
+            return None
+
+    def builder(algorithm: str | None, checksum_type: str | None):
+        return full(algorithm, checksum_type) if algorithm else NoChecksum()
+
+    builder.skips_unasked = True  # type: ignore[attr-defined]
+    models.MultipartChecksumBuilder = builder
+
+
 class S3Server:
     def __init__(self):
         from moto.server import ThreadedMotoServer
 
+        _skip_unasked_checksums()
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
         self._moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
         self.proxy: RunPodProxy | None = None
@@ -84,7 +109,8 @@ class S3Server:
         self.client().create_bucket(Bucket=name)
         return name
 
-    def client_env(self, base: dict[str, str], home: Path) -> dict[str, str]:
+    @staticmethod
+    def client_env(base: dict[str, str], home: Path) -> dict[str, str]:
         """`base` with the test credentials, and no AWS setting of the user's or of the machine."""
         env = {k: v for k, v in base.items() if not k.startswith("AWS_")}
         return env | {
@@ -96,13 +122,13 @@ class S3Server:
             "AWS_DEFAULT_REGION": _REGION,
         }
 
+    def keys(self, bucket: str) -> list[str]:
+        pages = self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
     def objects(self, bucket: str) -> dict[str, bytes]:
         client = self.client()
-        found = {}
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
-            for item in page.get("Contents", []):
-                found[item["Key"]] = client.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
-        return found
+        return {key: client.get_object(Bucket=bucket, Key=key)["Body"].read() for key in self.keys(bucket)}
 
     def uploads(self, bucket: str) -> list[dict]:
         return self.client().list_multipart_uploads(Bucket=bucket).get("Uploads", [])

@@ -14,6 +14,7 @@ Counters: every request as a ``Call`` (operation, key, status, request body byte
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import socket
 import threading
@@ -177,9 +178,10 @@ class RunPodProxy:
             if self._state.limits.lag_heads:
                 self._state.lagging[key] = self._state.limits.lag_heads
 
-    def _record(self, call: Call) -> None:
+    def _record(self, call: Call, state: _State) -> None:
+        """Into the counters of the test that sent the request (a held one may end after a reset)."""
         with self._lock:
-            self._state.calls.append(call)
+            state.calls.append(call)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -206,7 +208,18 @@ class _Handler(BaseHTTPRequestHandler):
         self._handle("DELETE")
 
     def _handle(self, method: str) -> None:
+        try:
+            self._proxy(method)
+        except (ConnectionError, TimeoutError):  # the client went away (killed, or gave up): nothing to answer
+            self.close_connection = True
+
+    def handle(self) -> None:
+        with contextlib.suppress(ConnectionError, TimeoutError):  # the client went away between two requests
+            super().handle()
+
+    def _proxy(self, method: str) -> None:
         proxy: RunPodProxy = self.server.proxy  # type: ignore[attr-defined]
+        state = proxy._state
         split = urlsplit(self.path)
         query = parse_qs(split.query, keep_blank_values=True)
         key = unquote(split.path).lstrip("/").partition("/")[2]
@@ -217,12 +230,12 @@ class _Handler(BaseHTTPRequestHandler):
         drop, fail = proxy._admit(op, length > 0 or chunked)
         if drop:
             received = len(self.rfile.read(length // 2))
-            proxy._record(Call(op, key, 0, received, region))
+            proxy._record(Call(op, key, 0, received, region), state)
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return
         body = self._read_chunked() if chunked else self.rfile.read(length)
-        call = lambda status: proxy._record(Call(op, key, status, len(body), region))  # noqa: E731
+        call = lambda status: proxy._record(Call(op, key, status, len(body), region), state)  # noqa: E731
         if op in ("DeleteObjects", "Presigned"):
             call(501)
             self._answer(501, _error_xml("NotImplemented", f"{op} is not supported"), "application/xml")
@@ -234,15 +247,14 @@ class _Handler(BaseHTTPRequestHandler):
             message = "Your proposed upload exceeds the maximum allowed size"
             self._answer(400, _error_xml("EntityTooLarge", message), "application/xml")
         elif proxy._hold(op):
-            proxy._state.release.wait()
+            state.release.wait()
             call(0)
             self.close_connection = True
         elif proxy._lagging(op, key):
             call(404)
             self._answer(404, b"", "application/xml")
         else:
-            status = self._forward(method, body, proxy)
-            call(status)
+            status = self._forward(method, body, proxy, call)
             if status == 200 and op in ("PutObject", "CompleteMultipartUpload"):
                 proxy._written(key)
 
@@ -265,7 +277,9 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def _forward(self, method: str, body: bytes, proxy: RunPodProxy) -> int:
+    def _forward(self, method: str, body: bytes, proxy: RunPodProxy, call) -> int:
+        """Send the request to the S3 server and its answer back; `call(status)` records it in between (the
+        server did the work even if the client is gone before the answer reaches it)."""
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
         if body or method in ("PUT", "POST"):
             headers["Content-Length"] = str(len(body))
@@ -276,6 +290,7 @@ class _Handler(BaseHTTPRequestHandler):
             data = response.read()
         finally:
             upstream.close()
+        call(response.status)
         self.send_response(response.status, response.reason)
         for name, value in response.getheaders():
             lower = name.lower()
