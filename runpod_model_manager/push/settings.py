@@ -7,6 +7,7 @@ deployment or a test can change them without a CLI option; a value that is not a
     RPMM_PUSH_READ_TIMEOUT     seconds to wait for an answer to a request (120)
     RPMM_PUSH_COMPLETE_TIMEOUT seconds CompleteMultipartUpload may take: RunPod assembles the file then (3600)
     RPMM_PUSH_VERIFY_WAIT      seconds before HeadObject asks again for an object it does not show yet; doubled (1)
+    RPMM_RETRY_BACKOFF         first wait before a request that botocore gave up on is sent again; doubled (0.5)
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class PushSettings:
     read_timeout: float = _setting("RPMM_PUSH_READ_TIMEOUT", 120.0)
     complete_timeout: float = _setting("RPMM_PUSH_COMPLETE_TIMEOUT", 3600.0)
     verify_wait: float = _setting("RPMM_PUSH_VERIFY_WAIT", 1.0)
+    backoff: float = _setting("RPMM_RETRY_BACKOFF", 0.5)
     verify_checks: int = 5  # HeadObject calls before an object that does not show counts as not uploaded
     file_attempts: int = 3  # uploads of one object (resuming) before it fails
 

@@ -7,12 +7,15 @@ What RunPod's S3 API (https://docs.runpod.io/storage/s3-api) asks for, and what 
   default and several S3-compatible stores refuse them;
 - standard retries with 10 attempts (RunPod answers 502 at times), and a long read timeout for
   CompleteMultipartUpload, which assembles the file on the volume and can take minutes for large files;
+  botocore stops retrying once its retry quota is spent (many errors in a row): a request that fails for
+  a reason that may pass is then tried again here, a few times, with growing waits;
 - only the operations RunPod implements: HeadBucket, HeadObject, PutObject, the multipart operations;
   never DeleteObjects or presigned URLs.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from runpod_model_manager.errors import UserError
@@ -23,6 +26,7 @@ from .target import Target
 INSTALL_HINT = 'push needs boto3, which is not installed: pip install ".[s3]"'
 _RETRYABLE_CODES = {"RequestTimeout", "SlowDown", "InternalError", "ServiceUnavailable", "RequestTimeTooSkewed"}
 _FULL_CODES = {"InsufficientStorage", "QuotaExceeded", "StorageFull"}
+ATTEMPTS = 5  # of a request that still failed after botocore's retries
 
 
 class StoreError(Exception):
@@ -65,6 +69,7 @@ class Store:
                 "AWS_SECRET_ACCESS_KEY (its secret, rps_...), or AWS_PROFILE; see DEPLOYMENT.md."
             )
         self._secrets = tuple(s for s in (frozen.access_key, frozen.secret_key, frozen.token) if s)
+        self._backoff = settings.backoff
         config = Config(
             region_name=target.region,
             signature_version="s3v4",
@@ -90,6 +95,18 @@ class Store:
         return text
 
     def _call(self, operation: str, client=None, **params):
+        for attempt in range(ATTEMPTS):
+            if "Body" in params:
+                params["Body"].seek(0)  # a body the failed attempt read: from its first byte again
+            try:
+                return self._request(operation, client, params)
+            except StoreError as exc:
+                if not exc.retryable or attempt + 1 == ATTEMPTS:
+                    raise
+                time.sleep(self._backoff * 2**attempt)
+        raise AssertionError("unreachable")
+
+    def _request(self, operation: str, client, params: dict):
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -103,7 +120,8 @@ class Store:
         error = exc.response.get("Error", {})
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         code = str(error.get("Code") or status)
-        message = self.redact(f"{operation} answered HTTP {status} {code}: {error.get('Message') or 'no message'}")
+        what = f"HTTP {status}" if code == str(status) else f"HTTP {status} {code}"
+        message = self.redact(f"{operation} answered {what}: {error.get('Message') or 'no message'}")
         if status == 507 or code in _FULL_CODES:
             return StoreFull(message, status, code)
         retryable = code in _RETRYABLE_CODES or status in (408, 429) or ((status or 0) >= 500 and status != 501)

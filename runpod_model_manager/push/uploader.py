@@ -82,6 +82,7 @@ class FileRange:
 class Outcome:
     sent: int = 0  # body bytes this run uploaded for the object (parts of earlier runs not counted)
     skipped: bool = False  # the store already held it
+    started: bool = False  # its progress was announced (once, whatever the attempts)
 
 
 class _Cancelled(Exception):
@@ -128,6 +129,8 @@ class Uploader:
         for attempt in range(self.settings.file_attempts):
             if attempt:
                 self._pause(attempt)
+                if self._same(self.store.head(obj.key), obj, sha256):  # a lost answer hid a success
+                    break
             try:
                 self._upload(obj, sha256, outcome)
             except StoreError as exc:
@@ -138,11 +141,13 @@ class Uploader:
                 continue
             problem = self._verify(obj, sha256)
             if not problem:
-                self._abort_stale(obj.key)
-                self.progress.file_done(obj.label, outcome.sent)
-                return outcome
+                break
             self.progress.note(f"{obj.label}: {problem}; uploading it again")
-        raise TransferError(f"{obj.label}: {problem} (gave up after {self.settings.file_attempts} attempts)")
+        else:
+            raise TransferError(f"{obj.label}: {problem} (gave up after {self.settings.file_attempts} attempts)")
+        self._abort_stale(obj.key)
+        self.progress.file_done(obj.label, outcome.sent)
+        return outcome
 
     def _same(self, remote: RemoteObject | None, obj: PushObject, sha256: str) -> bool:
         if remote is None or remote.size != obj.size:
@@ -171,7 +176,7 @@ class Uploader:
             return
         if obj.sha256 is not None:  # the local bytes must be what the hub published before they are sent
             _check_local(obj, _sha256(obj.path))
-        self.progress.file_started(obj.label, obj.size, 0)
+        self._started(obj, outcome, 0)
         with _opened(obj.path) as fd:
             try:
                 self.store.put(obj.key, FileRange(fd, 0, obj.size), obj.size, sha256)
@@ -184,6 +189,11 @@ class Uploader:
         self.progress.advance(obj.label, obj.size)
         outcome.sent += obj.size
 
+    def _started(self, obj: PushObject, outcome: Outcome, already: int) -> None:
+        if not outcome.started:
+            outcome.started = True
+            self.progress.file_started(obj.label, obj.size, already)
+
     # -- multipart ------------------------------------------------------------------------------------
     def _multipart(self, obj: PushObject, sha256: str, outcome: Outcome, checked: bool) -> None:
         layout = part_layout(obj.size, self.settings.part_size)
@@ -193,8 +203,7 @@ class Uploader:
             upload_id = self.store.create(obj.key, sha256)
             record_text = json.dumps(self._record(obj, sha256, layout) | {"upload_id": upload_id})
             atomic_write_text(record, record_text, durable=False)
-        already = sum(p.length for p in layout if p.number in done)
-        self.progress.file_started(obj.label, obj.size, already)
+        self._started(obj, outcome, sum(p.length for p in layout if p.number in done))
         hashing = None if checked else self._hashers.submit(_sha256, obj.path)
         try:
             etags = dict(done) | self._send_parts(obj, upload_id, [p for p in layout if p.number not in done], outcome)

@@ -8,7 +8,9 @@ Faults: a 502 every ``fail_every``-th request (after its body was read, as a gat
 ``lag_heads`` times after an object was written (an upload that returned success, whose object then answered
 404); ``keep_metadata=False`` drops x-amz-meta-* from answers (a store without user metadata);
 ``hold_parts_after=N`` lets N UploadPart requests through, then holds the others until ``release()`` (to
-kill a client in the middle of a multipart upload).
+kill a client in the middle of a multipart upload); ``lose_answers`` names operations whose first answer per
+key is lost: the server did the work, the client's connection closes before the answer (a timeout on a slow
+CompleteMultipartUpload).
 Counters: every request as a ``Call`` (operation, key, status, request body bytes received).
 """
 
@@ -33,6 +35,7 @@ class Limits:
     lag_heads: int = 0
     keep_metadata: bool = True
     hold_parts_after: int | None = None
+    lose_answers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,7 @@ class _State:
     parts_passed: int = 0
     held: int = 0
     lagging: dict[str, int] = field(default_factory=dict)
+    lost: set[tuple[str, str]] = field(default_factory=set)
     release: threading.Event = field(default_factory=threading.Event)
 
 
@@ -173,6 +177,13 @@ class RunPodProxy:
             self._state.lagging[key] = left - 1
             return True
 
+    def _lose(self, op: str, key: str) -> bool:
+        with self._lock:
+            if op not in self._state.limits.lose_answers or (op, key) in self._state.lost:
+                return False
+            self._state.lost.add((op, key))
+            return True
+
     def _written(self, key: str) -> None:
         with self._lock:
             if self._state.limits.lag_heads:
@@ -254,7 +265,7 @@ class _Handler(BaseHTTPRequestHandler):
             call(404)
             self._answer(404, b"", "application/xml")
         else:
-            status = self._forward(method, body, proxy, call)
+            status = self._forward(method, body, proxy, call, lose=proxy._lose(op, key))
             if status == 200 and op in ("PutObject", "CompleteMultipartUpload"):
                 proxy._written(key)
 
@@ -277,7 +288,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def _forward(self, method: str, body: bytes, proxy: RunPodProxy, call) -> int:
+    def _forward(self, method: str, body: bytes, proxy: RunPodProxy, call, lose: bool) -> int:
         """Send the request to the S3 server and its answer back; `call(status)` records it in between (the
         server did the work even if the client is gone before the answer reaches it)."""
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
@@ -291,6 +302,10 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             upstream.close()
         call(response.status)
+        if lose:
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return response.status
         self.send_response(response.status, response.reason)
         for name, value in response.getheaders():
             lower = name.lower()
