@@ -10,7 +10,8 @@ Scenarios (see bench/README.md):
   1. one large file: ours (defaults: 16 MiB parts, 8 at once) vs boto3 `upload_file` with its defaults
      (8 MiB parts, 10 threads, CRC32 checksums);
   2. many small files as one model: ours vs one boto3 TransferManager with its defaults uploading all of them
-     (10 at once: `aws s3 cp --recursive`); then the same again into the same bucket (ours skips what is there);
+     (10 at once: `aws s3 cp --recursive`);
+  1 and 2 are then run again into the same bucket ("again"): ours skips what is there;
   3. a client killed (SIGKILL) after half of the large file's parts, then run again: the bytes the second run
      sends. boto3 has no resume: its second run sends the whole file again.
 
@@ -259,8 +260,7 @@ class Bench:
                     bucket = self.servers.new_bucket()
                     cmd = self.ours(model, bucket) if is_ours else self.peer(bucket, paths)
                     self.measure(scenario, tool, cmd)
-                    if model == SMALL_ID:
-                        self.measure(f"{scenario}, again", tool, cmd)
+                    self.measure(f"{scenario}, again", tool, cmd)  # into the same bucket
                     self.servers.empty(bucket)
 
     def resend_after_kill(self) -> None:

@@ -115,7 +115,8 @@ def _print_results(results, dry_run, quiet, seconds):
         objects = sum(r.objects for r in ok)
         sent = f"{sum(r.sent_objects for r in ok)} sent ({human_bytes(sum(r.sent_bytes for r in ok))})"
         kept = f"{sum(r.skipped_objects for r in ok)} unchanged ({human_bytes(sum(r.skipped_bytes for r in ok))})"
-        click.echo(f"{len(ok)} models, {objects} objects: {sent}, {kept}, in {seconds:.1f} s")
+        models = f"{len(ok)} model{'' if len(ok) == 1 else 's'}"
+        click.echo(f"{models}, {objects} objects: {sent}, {kept}, in {seconds:.1f} s")
     for r in failed:
         click.echo(f"FAILED {r.spec}: {r.error}", err=True)
     if failed:
