@@ -195,7 +195,8 @@ def test_objects_that_differ_are_replaced_and_dry_run_names_them(env, s3, repos,
     s3.client().put_object(Bucket=bucket, Key=big_key(repos["hf_commit"]), Body=b"0" * BIG, Metadata={"sha256": "0"})
     s3.proxy.reset()
 
-    dry = push(env, s3, bucket, cache, HF_ID, "--dry-run")
+    dry = push(env, s3, bucket, cache, HF_ID, MS_ID, "--dry-run")
+    assert "would download then push modelscope:iic/tiny-model" in dry.stdout  # not in the local cache yet
     assert sorted(line.strip() for line in dry.stdout.splitlines() if line.startswith("    ")) == sorted(
         [config, vocab, big_key(repos["hf_commit"])]
     )
@@ -224,6 +225,21 @@ def test_502s_dropped_connections_lost_answers_and_late_objects_are_survived(env
     objects = s3.objects(bucket)
     assert objects[big_key(repos["hf_commit"])] == repos["files"]["model.safetensors"].read_bytes()
     assert objects["models/modelscope/models/iic--tiny-model/snapshots/master/config.json"] == b'{"hidden_size": 8}'
+
+
+def test_an_object_the_store_never_shows_fails_its_model_which_is_not_announced(env, s3, repos, tmp_path):
+    bucket, cache = s3.new_bucket(), tmp_path / "cache"
+    s3.proxy.reset(Limits(lag_heads=1000))  # every HeadObject after the upload: 404
+    result = push(env, s3, bucket, cache, HF_ID, "--include", "config.json", expect=1)
+    assert "config.json: the store accepted it, but HeadObject does not show it (gave up after 3" in result.stderr
+    assert s3.proxy.count("PutObject", 200) == 3 and "refs/main" not in " ".join(s3.keys(bucket))
+
+
+def test_a_full_volume_stops_the_push_with_one_sentence(env, s3, repos, tmp_path):
+    bucket, cache = s3.new_bucket(), tmp_path / "cache"
+    s3.proxy.reset(Limits(full=True))
+    result = push(env, s3, bucket, cache, HF_ID, expect=None)
+    assert_one_line_error(result, 2, "the volume is full", "make it larger")
 
 
 def test_a_store_refusing_a_large_put_gets_the_file_in_parts(env, s3, repos, tmp_path):

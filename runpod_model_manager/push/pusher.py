@@ -7,7 +7,7 @@ revision whose files are still on their way.
 from __future__ import annotations
 
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from runpod_model_manager.errors import ModelError, TransferError, UserError
 from runpod_model_manager.manager import ModelManager
@@ -40,24 +40,8 @@ class PushResult:
     error: str | None = None
 
     def as_json(self) -> dict:
-        return {
-            "model": self.spec.repo_id,
-            "source": self.spec.source,
-            "revision": self.spec.revision,
-            "commit": self.commit,
-            "status": self.status,
-            "url": self.url,
-            "objects": self.objects,
-            "sent_objects": self.sent_objects,
-            "sent_bytes": self.sent_bytes,
-            "skipped_objects": self.skipped_objects,
-            "skipped_bytes": self.skipped_bytes,
-            "downloaded_bytes": self.downloaded_bytes,
-            "to_send": self.to_send,
-            "to_send_bytes": self.to_send_bytes,
-            "to_download_bytes": self.to_download_bytes,
-            "error": self.error,
-        }
+        spec = {"model": self.spec.repo_id, "source": self.spec.source, "revision": self.spec.revision}
+        return spec | {f.name: getattr(self, f.name) for f in fields(self) if f.name != "spec"}
 
     def fail(self, reason: str) -> None:
         self.status = "failed"

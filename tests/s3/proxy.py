@@ -10,7 +10,7 @@ Faults: a 502 every ``fail_every``-th request (after its body was read, as a gat
 ``hold_parts_after=N`` lets N UploadPart requests through, then holds the others until ``release()`` (to
 kill a client in the middle of a multipart upload); ``lose_answers`` names operations whose first answer per
 key is lost: the server did the work, the client's connection closes before the answer (a timeout on a slow
-CompleteMultipartUpload).
+CompleteMultipartUpload); ``full=True`` answers every upload 507 Insufficient Storage (a full volume).
 Counters: every request as a ``Call`` (operation, key, status, request body bytes received).
 """
 
@@ -36,6 +36,7 @@ class Limits:
     keep_metadata: bool = True
     hold_parts_after: int | None = None
     lose_answers: tuple[str, ...] = ()
+    full: bool = False
 
 
 @dataclass(frozen=True)
@@ -253,6 +254,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif fail:
             call(502)
             self._answer(502, b"<html><body><h1>502 Bad Gateway</h1></body></html>", "text/html")
+        elif op in ("PutObject", "UploadPart") and proxy.limits.full:
+            call(507)
+            self._answer(507, _error_xml("InsufficientStorage", "No space left on the volume"), "application/xml")
         elif op == "PutObject" and proxy.limits.put_limit is not None and len(body) > proxy.limits.put_limit:
             call(400)
             message = "Your proposed upload exceeds the maximum allowed size"
