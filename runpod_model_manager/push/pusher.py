@@ -118,7 +118,7 @@ class Pusher:
         try:
             uploader.list_stale(self.target.prefix + "/")
         except StoreError as exc:
-            progress.warn(f"could not list the multipart uploads in progress ({exc}); none will be resumed")
+            progress.warn(f"could not list the multipart uploads in progress ({exc}); old ones are not aborted")
         owner: dict[Future, tuple[PushJob, PushObject]] = {}
         try:
             with ThreadPoolExecutor(self.settings.workers, thread_name_prefix="push") as pool:
