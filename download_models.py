@@ -11,7 +11,7 @@ import importlib
 import click
 
 # command name -> module of cli/ that defines it as `command`
-COMMANDS = {name: f"cli.{name}" for name in ("download", "list", "env", "lock", "verify")}
+COMMANDS = {name: f"cli.{name}" for name in ("download", "list", "env", "lock", "verify", "push")}
 DEFAULT_COMMAND = "download"
 
 
@@ -40,6 +40,7 @@ def cli():
     download-models --all                      every model of every project
     download-models --project NAME             one project's models
     download-models org/name [hf:|ms:]id@rev   one-off models
+    download-models push --to s3://VOLUME_ID --datacenter EU-RO-1 --all   fill a network volume, no pod
     """
 
 

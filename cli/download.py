@@ -9,21 +9,11 @@ import sys
 import click
 
 from cli import options
-from runpod_model_manager.errors import UserError
 from runpod_model_manager.reporting import human_bytes, make_reporter
-from runpod_model_manager.specs import ModelSpec, normalize_source, parse_model_spec
 
 
 @click.command()
-@click.argument("models", nargs=-1)
-@click.option("--all", "all_projects", is_flag=True, help="Every model of every registered project.")
-@click.option("--project", "project_names", multiple=True, help="Only this project's models (repeatable).")
-@click.option(
-    "--source", default="auto", show_default=True, help="Hub for model IDs: auto, huggingface (hf), modelscope (ms)."
-)
-@click.option("--revision", help="Branch, tag or commit for the given models.")
-@click.option("--include", multiple=True, help="Only files matching this glob (repeatable).")
-@click.option("--exclude", multiple=True, help="Skip files matching this glob (repeatable).")
+@options.selection_options
 @click.option("--dry-run", is_flag=True, help="Show what would be downloaded (files, bytes); write nothing.")
 @click.option("--force", is_flag=True, help="Download again even what is complete.")
 @click.option("--frozen", is_flag=True, help="Use only the lock file's commits; fail if it is missing or stale.")
@@ -54,17 +44,9 @@ def command(
     """Download models (the default command)."""
     if verbose:
         logging.basicConfig(level=logging.INFO)
-    if not (models or all_projects or project_names):
-        raise UserError("nothing to download: give model IDs, --all or --project NAME (see --help).")
-    source = normalize_source(source)
     reporter = make_reporter(json_output, quiet, verbose)
-    specs: list[ModelSpec] = []
-    if all_projects or project_names:
-        for project in options.projects(project_names, reporter):
-            specs.extend(project.model_specs())
-    for text in models:
-        specs.append(parse_model_spec(text, source).with_overrides(revision, include, exclude))
-    options.check_sources({source} - {"auto"} | {spec.source for spec in specs})
+    selection = (models, all_projects, project_names, source, revision, include, exclude)
+    specs = options.model_specs(*selection, reporter, verb="download")
     cache = options.open_cache(cache_dir, reporter, create=not dry_run)
     manager = options.manager(cache, token, lock_file, frozen, reporter, workers, connections)
     try:

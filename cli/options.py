@@ -13,6 +13,7 @@ from runpod_model_manager.cache import CacheRoot, resolve_cache_root
 from runpod_model_manager.errors import UserError
 from runpod_model_manager.layout import UnsafePathError, inside
 from runpod_model_manager.reporting import Reporter
+from runpod_model_manager.specs import ModelSpec, normalize_source, parse_model_spec
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # they log retries and warnings through handlers of their own; our one-line errors already say what matters
@@ -58,6 +59,44 @@ def common_options(func):
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def selection_options(func):
+    """MODEL... | --all | --project NAME, and what applies to the given IDs: as `download` takes them."""
+    options = [
+        click.argument("models", nargs=-1),
+        click.option("--all", "all_projects", is_flag=True, help="Every model of every registered project."),
+        click.option("--project", "project_names", multiple=True, help="Only this project's models (repeatable)."),
+        click.option(
+            "--source",
+            default="auto",
+            show_default=True,
+            help="Hub for model IDs: auto, huggingface (hf), modelscope (ms).",
+        ),
+        click.option("--revision", help="Branch, tag or commit for the given models."),
+        click.option("--include", multiple=True, help="Only files matching this glob (repeatable)."),
+        click.option("--exclude", multiple=True, help="Skip files matching this glob (repeatable)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def model_specs(
+    models, all_projects, project_names, source, revision, include, exclude, reporter: Reporter, verb: str
+) -> list[ModelSpec]:
+    """The specs `selection_options` select, their sources checked; none selected is a usage error."""
+    if not (models or all_projects or project_names):
+        raise UserError(f"nothing to {verb}: give model IDs, --all or --project NAME (see --help).")
+    source = normalize_source(source)
+    specs: list[ModelSpec] = []
+    if all_projects or project_names:
+        for project in projects(project_names, reporter):
+            specs.extend(project.model_specs())
+    for text in models:
+        specs.append(parse_model_spec(text, source).with_overrides(revision, include, exclude))
+    check_sources({source} - {"auto"} | {spec.source for spec in specs})
+    return specs
 
 
 def projects(names: tuple[str, ...], reporter: Reporter):

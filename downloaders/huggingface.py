@@ -5,6 +5,8 @@ Layout written, as huggingface_hub itself writes it:
     hub/models--{org}--{name}/blobs/{etag}                  file content (etag: LFS sha256, else git blob sha1)
     hub/models--{org}--{name}/snapshots/{commit}/{path}    relative symlink to the blob
     hub/models--{org}--{name}/refs/{revision}              the commit a branch or tag resolved to
+A snapshot may also hold real files instead of symlinks (copied from an object store, where there are no links):
+those count as present, as huggingface_hub reads them too.
 """
 
 from __future__ import annotations
@@ -164,12 +166,25 @@ class HuggingFaceDownloader(Downloader):
         snapshot = self.model_path(model)
         folders_inside: set[Path] = set()  # resolving costs a system call per folder: once per folder
         for file in files:
-            link = snapshot / file.path
-            if link.parent not in folders_inside:
-                inside(self.cache_root, link)
-                folders_inside.add(link.parent)
-            relative_symlink(self.blob_path(model, file), link)
-        revision = model.spec.revision or self.default_revision
-        if revision != model.commit:
-            ref = self.repo_dir(model.spec.repo_id) / "refs" / revision
+            blob, entry = self.blob_path(model, file), snapshot / file.path
+            if entry.parent not in folders_inside:
+                inside(self.cache_root, entry)
+                folders_inside.add(entry.parent)
+            if not blob.exists() and _is_real_file(entry, file.size):
+                continue  # a snapshot without symlinks (a volume filled by `push`): the file itself is there
+            relative_symlink(blob, entry)
+        if ref := self._ref_path(model):
             atomic_write_text(inside(self.cache_root, ref), model.commit)
+
+    def layout_files(self, model: ResolvedModel) -> tuple[Path, ...]:
+        ref = self._ref_path(model)
+        return (ref,) if ref else ()
+
+    def _ref_path(self, model: ResolvedModel) -> Path | None:
+        """refs/<revision>, which names the commit a branch or tag resolved to (none for a commit itself)."""
+        revision = model.spec.revision or self.default_revision
+        return None if revision == model.commit else self.repo_dir(model.spec.repo_id) / "refs" / revision
+
+
+def _is_real_file(path: Path, size: int) -> bool:
+    return not path.is_symlink() and path.is_file() and path.stat().st_size == size

@@ -40,10 +40,15 @@ class Records:
         except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
             return None
 
-    def record(self, model: ResolvedModel, default_revision: str) -> None:
+    def paths(self, model: ResolvedModel, default_revision: str) -> tuple[Path, Path]:
+        """The record of `model`: its manifest, and the ref naming its commit."""
         spec = model.spec
         base = self._model_dir(spec.source, spec.repo_id)
-        files = [{"path": f.path, "size": f.size, "url": f.url, "checksum": f.checksum} for f in model.files]
         manifest = base / "manifests" / f"{validate.commit(model.commit)}.json"
-        atomic_write_text(inside(self.dir, manifest), json.dumps({"files": files}, indent=1))
-        atomic_write_text(inside(self.dir, base / "refs" / (spec.revision or default_revision)), model.commit)
+        return inside(self.dir, manifest), inside(self.dir, base / "refs" / (spec.revision or default_revision))
+
+    def record(self, model: ResolvedModel, default_revision: str) -> None:
+        manifest, ref = self.paths(model, default_revision)
+        files = [{"path": f.path, "size": f.size, "url": f.url, "checksum": f.checksum} for f in model.files]
+        atomic_write_text(manifest, json.dumps({"files": files}, indent=1))
+        atomic_write_text(ref, model.commit)

@@ -41,6 +41,7 @@ class PlainReporter(Reporter):
     """Line-oriented output with no control codes: Docker build logs, `nohup` on a pod."""
 
     INTERVAL = 5.0
+    ACTION = "downloading"  # what file_started lines say
 
     def __init__(self, stream=None, verbose: bool = False):
         super().__init__(stream, verbose)
@@ -65,7 +66,7 @@ class PlainReporter(Reporter):
         with self._lock:
             self._total += size - already
         resume = f", resuming at {human_bytes(already)}" if already else ""
-        self._line(f"downloading {label} ({human_bytes(size)}{resume})")
+        self._line(f"{self.ACTION} {label} ({human_bytes(size)}{resume})")
 
     def advance(self, label: str, nbytes: int) -> None:
         with self._lock:
@@ -80,6 +81,12 @@ class PlainReporter(Reporter):
 
     def file_done(self, label: str, transferred: int) -> None:
         self._line(f"done {label}")
+
+
+class PlainUploadReporter(PlainReporter):
+    """The same lines for `push`."""
+
+    ACTION = "uploading"
 
 
 class RichReporter(Reporter):
@@ -145,9 +152,9 @@ class RichReporter(Reporter):
         self.bars.stop()
 
 
-def make_reporter(json_output: bool, quiet: bool, verbose: bool) -> Reporter:
+def make_reporter(json_output: bool, quiet: bool, verbose: bool, upload: bool = False) -> Reporter:
     if json_output or quiet:
         return Reporter(verbose=verbose)
     if sys.stderr.isatty():
         return RichReporter(verbose=verbose)
-    return PlainReporter(verbose=verbose)
+    return (PlainUploadReporter if upload else PlainReporter)(verbose=verbose)

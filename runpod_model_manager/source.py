@@ -71,6 +71,11 @@ class Downloader(ABC):
     def model_path(self, model: ResolvedModel) -> Path:
         """The directory a consumer loads the model from."""
 
+    def layout_files(self, model: ResolvedModel) -> tuple[Path, ...]:
+        """Files of the native layout besides the model's own that a consumer needs to find it (Hugging Face:
+        refs/<revision>); `push` copies them after the model's files."""
+        return ()
+
     def request_headers(self) -> dict[str, str]:
         """Headers for file GETs (authentication)."""
         return {}

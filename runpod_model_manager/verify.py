@@ -61,15 +61,17 @@ def verify_models(manager: ModelManager, specs: list[ModelSpec]) -> list[VerifyR
         downloader = manager.downloader(spec.source)
         for file in model.selected:
             report.checked += 1
+            entry = downloader.model_path(model) / file.path  # what a consumer opens: a link to the blob, or the file
             try:
-                blob = inside(manager.cache.path, downloader.blob_path(model, file))
+                opened = inside(manager.cache.path, entry.resolve())
+                stored = inside(manager.cache.path, downloader.blob_path(model, file)) if entry.is_symlink() else opened
             except UnsafePathError as exc:  # never hashed, never deleted
                 report.problems[file.path] = str(exc)
                 continue
             if file.path in missing:
                 report.problems[file.path] = "missing or wrong size"
-                report.bad_paths.append(blob)
-            elif file.checksum and (actual := file_digest(blob, file.checksum)) != file.checksum:
+                report.bad_paths.append(stored)
+            elif file.checksum and (actual := file_digest(opened, file.checksum)) != file.checksum:
                 report.problems[file.path] = f"checksum {actual} differs from the hub's {file.checksum}"
-                report.bad_paths.append(blob)
+                report.bad_paths.append(stored)
     return reports

@@ -834,6 +834,10 @@ def test_marked_commands_are_real_commands(tmp_path):
         if words[:2] == ["docker", "build"] and "serverless" in words:  # the guide's build == the script's
             assert normalized(words) == normalized(scripted), command
             docker_builds += 1
+        if "download_models.py" in words:  # its options must exist: click parses them all before --help
+            args = words[words.index("download_models.py") + 1 :]
+            proc = run([sys.executable, "download_models.py", *args, "--help"])
+            assert proc.returncode == 0, f"`{command}`\n{explain(proc)}"
     assert docker_builds == 1
 
 
