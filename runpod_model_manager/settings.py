@@ -20,13 +20,28 @@ one-line error naming the variable (`inf`, `nan`, `1e309` and a zero timeout are
                               redirects), in seconds
     RPMM_METADATA_MAX_BYTES   largest metadata answer accepted; 256 MiB holds a 100k-file       2**28    2**10-2**40
                               listing
+
+  push (to an S3 store; RunPod: PutObject and parts below 500 MB):
+    RPMM_PUSH_PART_SIZE       bytes per multipart part, grown for files that would need more   16 MiB   1-500 MB
+                              than 10,000 parts
+    RPMM_PUSH_PUT_MAX         files up to this size go in one PutObject, larger ones in parts   16 MiB   1-500 MB
+    RPMM_PUSH_ATTEMPTS        attempts per request (botocore's standard retries)               10       1-100
+    RPMM_PUSH_READ_TIMEOUT    seconds to wait for the answer to a request                      120      0.01-86400
+    RPMM_PUSH_COMPLETE_TIMEOUT seconds CompleteMultipartUpload may take (RunPod assembles the   3600     0.01-86400
+                              file then)
+    RPMM_PUSH_VERIFY_WAIT     seconds before HeadObject asks again for an object it does not    1        0-3600
+                              show yet; doubled
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import field
 
 from .errors import UserError
+
+MiB = 1 << 20
+RUNPOD_PUT_LIMIT = 500 * 1000**2  # RunPod refuses a PutObject or an upload part of this size or more
 
 # name -> (default, type, lowest, highest)
 RANGES: dict[str, tuple[float, type, float, float]] = {
@@ -40,6 +55,12 @@ RANGES: dict[str, tuple[float, type, float, float]] = {
     "RPMM_RECORD_INTERVAL": (1.0, float, 0, 3600),
     "RPMM_METADATA_TIMEOUT": (120.0, float, 0.01, 86400),
     "RPMM_METADATA_MAX_BYTES": (1 << 28, int, 1 << 10, 1 << 40),
+    "RPMM_PUSH_PART_SIZE": (16 * MiB, int, 1, RUNPOD_PUT_LIMIT),
+    "RPMM_PUSH_PUT_MAX": (16 * MiB, int, 1, RUNPOD_PUT_LIMIT),
+    "RPMM_PUSH_ATTEMPTS": (10, int, 1, 100),
+    "RPMM_PUSH_READ_TIMEOUT": (120.0, float, 0.01, 86400),
+    "RPMM_PUSH_COMPLETE_TIMEOUT": (3600.0, float, 0.01, 86400),
+    "RPMM_PUSH_VERIFY_WAIT": (1.0, float, 0, 3600),
 }
 
 
@@ -57,6 +78,11 @@ def number(name: str):
         what = "a whole number" if kind is int else "a number"
         raise UserError(f"{name} must be {what} from {low:g} to {high:g}, got {value!r}.")
     return parsed
+
+
+def setting(name: str):
+    """A dataclass field whose default is read from the RPMM_* variable `name` when an instance is made."""
+    return field(default_factory=lambda: number(name))
 
 
 def flag(name: str, default: bool) -> bool:

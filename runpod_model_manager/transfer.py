@@ -47,10 +47,6 @@ DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
 
-def _setting(name: str):
-    return field(default_factory=lambda: settings.number(name))
-
-
 @dataclass(frozen=True)
 class Transfer:
     url: str
@@ -74,14 +70,14 @@ class EngineSettings:
 
     connections: int = 8  # parallel Range requests for one large file
     min_part_size: int = 16 * MiB  # files smaller than two parts are fetched with one request
-    retries: int = _setting("RPMM_RETRIES")  # attempts in a row without progress, per part
-    backoff: float = _setting("RPMM_RETRY_BACKOFF")  # first retry delay (s); doubles, with jitter
-    backoff_max: float = _setting("RPMM_RETRY_BACKOFF_MAX")
-    retry_after_max: float = _setting("RPMM_RETRY_AFTER_MAX")  # cap on a hub's Retry-After
-    stall_timeout: float = _setting("RPMM_STALL_TIMEOUT")  # no byte for this long: drop and retry
-    min_speed: float = _setting("RPMM_MIN_SPEED")  # bytes/s a part must average over the stall window
-    connect_timeout: float = _setting("RPMM_CONNECT_TIMEOUT")
-    record_interval: float = _setting("RPMM_RECORD_INTERVAL")  # s between resume records
+    retries: int = settings.setting("RPMM_RETRIES")  # attempts in a row without progress, per part
+    backoff: float = settings.setting("RPMM_RETRY_BACKOFF")  # first retry delay (s); doubles, with jitter
+    backoff_max: float = settings.setting("RPMM_RETRY_BACKOFF_MAX")
+    retry_after_max: float = settings.setting("RPMM_RETRY_AFTER_MAX")  # cap on a hub's Retry-After
+    stall_timeout: float = settings.setting("RPMM_STALL_TIMEOUT")  # no byte for this long: drop and retry
+    min_speed: float = settings.setting("RPMM_MIN_SPEED")  # bytes/s a part must average over the stall window
+    connect_timeout: float = settings.setting("RPMM_CONNECT_TIMEOUT")
+    record_interval: float = settings.setting("RPMM_RECORD_INTERVAL")  # s between resume records
     preallocate: bool = field(default_factory=lambda: settings.flag("RPMM_PREALLOCATE", True))
 
 
