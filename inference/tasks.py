@@ -9,12 +9,20 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from projects.speaker_diarization import SILERO_VAD, SILERO_VAD_FILE, VOICE_ENCODER, VOICE_ENCODER_FILE
+from projects.speaker_diarization import (
+    SEGMENTATION,
+    SEGMENTATION_FILE,
+    SILERO_VAD,
+    SILERO_VAD_FILE,
+    VOICE_ENCODER,
+    VOICE_ENCODER_FILE,
+)
 from runpod_model_manager.offline import local_model_path
 from runpod_model_manager.specs import ModelSpec
 
 from .diarization import DEFAULT_DISTANCE_THRESHOLD, diarize
 from .errors import ModelUnavailableError
+from .segmentation import SpeakerSegmentation
 from .request import (
     AUDIO_FIELDS,
     audio_source,
@@ -49,6 +57,11 @@ def silero_vad() -> SileroVad:
 
 
 @functools.cache
+def speaker_segmentation() -> SpeakerSegmentation:
+    return SpeakerSegmentation.from_checkpoint(_model_file(SEGMENTATION, SEGMENTATION_FILE))
+
+
+@functools.cache
 def voice_encoder() -> VoiceEncoder:
     return VoiceEncoder.from_checkpoint(_model_file(VOICE_ENCODER, VOICE_ENCODER_FILE))
 
@@ -70,9 +83,8 @@ def speaker_diarization(job_input: dict) -> dict:
     num_speakers = optional_int(job_input, "num_speakers", 1, MAX_SPEAKERS)
     threshold = optional_float(job_input, "threshold", 0.0, MAX_DISTANCE_THRESHOLD, DEFAULT_DISTANCE_THRESHOLD)
     source = audio_source(job_input)
-    vad_model, encoder = silero_vad(), voice_encoder()
-    audio = load_audio(source)
-    turns = diarize(audio, vad_model.speech_segments(audio), encoder, num_speakers, threshold)
+    segmentation, encoder = speaker_segmentation(), voice_encoder()
+    turns = diarize(load_audio(source), segmentation, encoder, num_speakers, threshold)
     return {
         "num_speakers": len({turn.speaker for turn in turns}),
         "segments": [{"start": t.start, "end": t.end, "speaker": t.speaker} for t in turns],

