@@ -22,7 +22,6 @@ from runpod_model_manager.specs import ModelSpec
 
 from .diarization import DEFAULT_DISTANCE_THRESHOLD, diarize
 from .errors import ModelUnavailableError
-from .segmentation import SpeakerSegmentation
 from .request import (
     AUDIO_FIELDS,
     audio_source,
@@ -31,6 +30,7 @@ from .request import (
     optional_int,
     reject_unknown_fields,
 )
+from .segmentation import SpeakerSegmentation
 from .silero_vad import DEFAULT_THRESHOLD, SileroVad
 from .voice_encoder import VoiceEncoder
 
