@@ -1,12 +1,14 @@
-"""Who spoke when, the way pyannote's speaker-diarization-3.1 pipeline does it, without torch:
+"""Who spoke when, after pyannote's speaker-diarization-3.1 pipeline, without torch:
 
-1. segmentation: 10 s chunks every ~2.5 s; in each, who of up to three chunk-local speakers speaks in each
+1. segmentation: 10 s chunks every second; in each, who of up to three chunk-local speakers speaks in each
    16.875 ms frame (at most two at once);
 2. count: how many speakers speak in each frame, the chunks' counts averaged and rounded;
-3. embeddings: a voice embedding of each local speaker of each chunk, from the frames where it speaks alone;
-4. clustering: local speakers -> speakers of the whole recording (agglomerative on cosine distance, or
-   exactly num_speakers); two local speakers of one chunk never become the same speaker;
-5. reconstruction: each speaker's activity averaged over the chunks; each frame keeps its `count` most
+3. voice tracks: a local speaker of one chunk and one of an overlapping chunk that speak in the same frames
+   are one voice; chained, these make tracks (never two local speakers of one chunk);
+4. embeddings: one voice embedding per track, from the frames where it speaks alone;
+5. clustering: tracks -> speakers (agglomerative on cosine distance, or num_speakers); tracks sharing a
+   chunk stay apart; tracks with little lone speech join the nearest speaker afterwards;
+6. reconstruction: each speaker's activity averaged over the chunks; each frame keeps its `count` most
    active speakers, so overlapping speech yields overlapping turns.
 """
 
@@ -25,18 +27,22 @@ from .segmentation import (
 )
 from .voice_encoder import SAMPLE_RATE, VoiceEncoder
 
-CHUNK_STEP_FRAMES = 148  # 2.4975 s: chunk starts fall on the frame grid
-# A local speaker with less lone speech than this joins the nearest cluster instead of shaping the clusters.
-MIN_CLUSTERING_SECONDS = 1.0
-# Cosine distance under which two average-linkage clusters of local speakers merge when the speaker
-# count is not given.
-DEFAULT_DISTANCE_THRESHOLD = 0.3
-FRAME_CENTRE_SAMPLES = RECEPTIVE_FIELD_SAMPLES // 2
-SPEECH_BIAS = 0.0
-TARGET_DBFS = -30.0  # Resemblyzer's preprocessing level
-MAX_PARTIALS = 4
+CHUNK_STEP_FRAMES = 59  # 0.996 s, pyannote's 10 % of a chunk, on the frame grid
+# Added to the log-odds of speech against silence in each frame: quiet and far speakers are found.
+SPEECH_BIAS = 1.0
+# Two local speakers of overlapping chunks are one voice when, where the chunks overlap, they speak in
+# the same frames: intersection over union at least this, for at least SAME_VOICE_MIN_FRAMES frames.
 SAME_VOICE_IOU = 0.5
 SAME_VOICE_MIN_FRAMES = 30
+# A track with less lone speech than this joins the nearest speaker instead of shaping the speakers.
+MIN_CLUSTERING_SECONDS = 1.0
+# Cosine distance under which two average-linkage clusters of tracks merge when the speaker count is
+# not given.
+DEFAULT_DISTANCE_THRESHOLD = 0.3
+# Voice encoder partials (1.6 s) per track, evenly spread: bounds the time embeddings take.
+MAX_PARTIALS = 4
+TARGET_DBFS = -30.0  # Resemblyzer's preprocessing level
+FRAME_CENTRE_SAMPLES = RECEPTIVE_FIELD_SAMPLES // 2
 
 
 @dataclass(frozen=True)
@@ -77,59 +83,27 @@ def _frame_samples(start: int, first: int, end: int) -> tuple[int, int]:
     return centre + first * FRAME_SAMPLES - FRAME_SAMPLES // 2, centre + end * FRAME_SAMPLES - FRAME_SAMPLES // 2
 
 
-def _speaker_audio(audio: np.ndarray, start: int, frames: np.ndarray) -> np.ndarray:
-    """The samples of the chunk's frames where the mask is on, at TARGET_DBFS: the voice encoder's mel
-    power features scale with the level, and in meetings the same voice comes near and far."""
-    pieces = [audio[max(0, a) : max(0, b)] for a, b in (_frame_samples(start, *run) for run in _runs(frames))]
+def _speaker_audio(audio: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """The samples of the frames where the mask is on, at TARGET_DBFS: the voice encoder's mel power
+    features scale with the level, and in meetings the same voice comes near and far."""
+    pieces = [audio[max(0, a) : max(0, b)] for a, b in (_frame_samples(0, *run) for run in _runs(frames))]
     speech = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
     rms = float(np.sqrt(np.mean(np.square(speech, dtype=np.float64)))) if len(speech) else 0.0
     return speech * (10 ** (TARGET_DBFS / 20) / rms) if rms > 0 else speech
 
 
-def cluster(
-    distance: np.ndarray, apart: np.ndarray, together: np.ndarray, num_speakers: int | None, threshold: float
-) -> np.ndarray:
-    """A label per item from average-linkage agglomeration of their (n, n) distances: first every two
-    clusters holding items `together` (one voice seen from two chunks: never split, so there can be fewer
-    than num_speakers), then while the closest two clusters are under `threshold` apart, or until
-    num_speakers clusters remain when it is given. Clusters holding two items that are `apart` (local
-    speakers of one chunk) merge only to reach num_speakers."""
-    members = [[i] for i in range(len(distance))]
-    distance = distance.astype(np.float64).copy()
-    apart, together = apart.copy(), together & ~apart
-    np.fill_diagonal(distance, np.inf)
-    while True:
-        if together.any():
-            a, b = np.argwhere(together)[0]
-        else:
-            if len(members) <= (num_speakers or 1):
-                break
-            allowed = np.where(apart, np.inf, distance)
-            if num_speakers and not np.isfinite(allowed).any():
-                allowed = distance
-            a, b = np.unravel_index(np.argmin(allowed), allowed.shape)
-            if not np.isfinite(allowed[a, b]) or (not num_speakers and allowed[a, b] >= threshold):
-                break
-        a, b = min(a, b), max(a, b)
-        size_a, size_b = len(members[a]), len(members[b])
-        distance[a] = (distance[a] * size_a + distance[b] * size_b) / (size_a + size_b)
-        distance[:, a] = distance[a]
-        distance[a, a] = np.inf
-        for links in (apart, together):
-            links[a] |= links[b]
-            links[:, a] = links[a]
-        together &= ~apart
-        members[a] += members.pop(b)
-        distance, apart, together = (np.delete(np.delete(m, b, axis=0), b, axis=1) for m in (distance, apart, together))
-    labels = np.empty(len(distance) and sum(map(len, members)), dtype=int)
-    for label, items in enumerate(members):
-        labels[items] = label
-    return labels
+def _turns(active: np.ndarray, duration: float) -> list[tuple[float, float, int]]:
+    turns = []
+    for speaker in range(active.shape[1]):
+        for first, end in _runs(active[:, speaker]):
+            a, b = _frame_samples(0, first, end)
+            turns.append((max(0.0, a / SAMPLE_RATE), min(duration, b / SAMPLE_RATE), speaker))
+    return sorted(turns)
 
 
 def _same_voice(local: np.ndarray, offsets: list[int], chunk_of: np.ndarray, speaker_of: np.ndarray) -> np.ndarray:
     """(n, n) booleans: local speakers of two overlapping chunks that speak in the same frames where the
-    chunks overlap (intersection over union at least SAME_VOICE_IOU): one voice seen from both chunks."""
+    chunks overlap."""
     n = len(chunk_of)
     same = np.zeros((n, n), dtype=bool)
     frames = local.shape[1]
@@ -139,14 +113,58 @@ def _same_voice(local: np.ndarray, offsets: list[int], chunk_of: np.ndarray, spe
             continue
         a = local[chunk_of[i], max(0, shift) : frames + min(0, shift), speaker_of[i]]
         b = local[chunk_of[j], max(0, -shift) : frames - max(0, shift), speaker_of[j]]
-        both, either = np.sum(a & b), np.sum(a | b)
-        same[i, j] = same[j, i] = both >= SAME_VOICE_MIN_FRAMES and both >= SAME_VOICE_IOU * either
+        both = np.sum(a & b)
+        same[i, j] = same[j, i] = both >= SAME_VOICE_MIN_FRAMES and both >= SAME_VOICE_IOU * np.sum(a | b)
     return same
 
 
+def voice_tracks(same_voice: np.ndarray, chunk_of: np.ndarray) -> np.ndarray:
+    """A track number per local speaker: same-voice pairs chained, unless that would put two local
+    speakers of one chunk in one track."""
+    track = np.arange(len(chunk_of))
+    for i, j in zip(*np.nonzero(np.triu(same_voice)), strict=True):
+        a, b = track[i], track[j]
+        if a != b and not set(chunk_of[track == a]) & set(chunk_of[track == b]):
+            track[track == b] = a
+    return np.unique(track, return_inverse=True)[1]
+
+
+def cluster(
+    distance: np.ndarray, apart: np.ndarray, threshold: float, min_clusters: int = 1, max_clusters: int | None = None
+) -> np.ndarray:
+    """A label per item from average-linkage agglomeration of their (n, n) distances: the closest two
+    clusters merge while they are under `threshold` apart and more than min_clusters remain, and past the
+    threshold while more than max_clusters remain. Clusters holding two items that are `apart` merge only
+    to get down to max_clusters."""
+    members = [[i] for i in range(len(distance))]
+    distance = distance.astype(np.float64).copy()
+    apart = apart.copy()
+    np.fill_diagonal(distance, np.inf)
+    while len(members) > min_clusters:
+        forced = max_clusters is not None and len(members) > max_clusters
+        allowed = np.where(apart, np.inf, distance)
+        if forced and not np.isfinite(allowed).any():
+            allowed = distance
+        a, b = sorted(np.unravel_index(np.argmin(allowed), allowed.shape))
+        if not np.isfinite(allowed[a, b]) or (not forced and allowed[a, b] >= threshold):
+            break
+        size_a, size_b = len(members[a]), len(members[b])
+        distance[a] = (distance[a] * size_a + distance[b] * size_b) / (size_a + size_b)
+        distance[:, a] = distance[a]
+        distance[a, a] = np.inf
+        apart[a] |= apart[b]
+        apart[:, a] = apart[a]
+        members[a] += members.pop(b)
+        distance, apart = (np.delete(np.delete(m, b, axis=0), b, axis=1) for m in (distance, apart))
+    labels = np.empty(sum(map(len, members)), dtype=int)
+    for label, items in enumerate(members):
+        labels[items] = label
+    return labels
+
+
 def _assign(similarity: np.ndarray, chunk_of: np.ndarray) -> np.ndarray:
-    """The speaker of each local speaker: the most similar centroid, with the local speakers of one chunk
-    on different speakers (Hungarian algorithm per chunk); -1 where a chunk has more than there are."""
+    """The speaker of each local speaker: the most similar one, the local speakers of one chunk on
+    different speakers (Hungarian algorithm per chunk); -1 where a chunk has more than there are."""
     from scipy.optimize import linear_sum_assignment
 
     speakers = np.full(len(similarity), -1)
@@ -170,36 +188,46 @@ def diarize(
     audio: np.ndarray,
     segmentation: SpeakerSegmentation,
     encoder: VoiceEncoder,
-    num_speakers: int | None = None,
+    min_speakers: int = 1,
+    max_speakers: int | None = None,
     threshold: float = DEFAULT_DISTANCE_THRESHOLD,
 ) -> list[SpeakerTurn]:
+    """Speaker turns, sorted by start. Between min_speakers and max_speakers speakers when that many voices
+    are heard (tracks are never split, so there can be fewer than min_speakers)."""
     starts = chunk_starts(len(audio))
     local = local_speakers(segmentation(audio, starts), SPEECH_BIAS)  # (chunks, frames, 3)
     offsets = [start // FRAME_SAMPLES for start in starts]
     n_frames = offsets[-1] + local.shape[1]
-    count = np.rint(_aggregate(local.sum(axis=2, keepdims=True), offsets, n_frames)[:, 0]).astype(int)
-
+    count = np.floor(_aggregate(local.sum(axis=2, keepdims=True), offsets, n_frames)[:, 0] + 0.5).astype(int)
     chunk_of, speaker_of = np.nonzero(local.any(axis=1))
     if len(chunk_of) == 0:
         return []
+
     alone = local & (local.sum(axis=2, keepdims=True) == 1)
-    lone_frames = alone[chunk_of, :, speaker_of].sum(axis=1)
-    # Lone speech when there is any, else all of the local speaker's speech.
-    masks = np.where(lone_frames[:, None] > 0, alone[chunk_of, :, speaker_of], local[chunk_of, :, speaker_of])
-    embeddings = encoder.embed_utterances(
-        [_speaker_audio(audio, starts[c], mask) for c, mask in zip(chunk_of, masks, strict=True)], MAX_PARTIALS
-    )
+    track = voice_tracks(_same_voice(local, offsets, chunk_of, speaker_of), chunk_of)
+    n_tracks = track.max() + 1
+    lone, speech = np.zeros((2, n_tracks, n_frames), dtype=bool)
+    for t, c, k in zip(track, chunk_of, speaker_of, strict=True):
+        lone[t, offsets[c] : offsets[c] + local.shape[1]] |= alone[c, :, k]
+        speech[t, offsets[c] : offsets[c] + local.shape[1]] |= local[c, :, k]
+    lone_frames = lone.sum(axis=1)
+    # Lone speech when a track has any, else all of its speech.
+    masks = np.where(lone_frames[:, None] > 0, lone, speech)
+    embeddings = encoder.embed_utterances([_speaker_audio(audio, mask) for mask in masks], MAX_PARTIALS)
 
     reliable = lone_frames * FRAME_SAMPLES / SAMPLE_RATE >= MIN_CLUSTERING_SECONDS
     if reliable.sum() < 2:
         reliable = lone_frames == lone_frames.max()
-    same_chunk = chunk_of[reliable][:, None] == chunk_of[reliable][None, :]
-    distance = 1 - embeddings[reliable] @ embeddings[reliable].T
-    same_voice = _same_voice(local, offsets, chunk_of[reliable], speaker_of[reliable])
-    labels = cluster(distance, same_chunk, same_voice, num_speakers, threshold)
+    chunks_of_track = np.zeros((n_tracks, len(starts)), dtype=bool)
+    chunks_of_track[track, chunk_of] = True
+    shared = chunks_of_track[reliable].astype(int) @ chunks_of_track[reliable].T.astype(int) > 0
+    labels = cluster(1 - embeddings[reliable] @ embeddings[reliable].T, shared, threshold, min_speakers, max_speakers)
     centroids = np.stack([embeddings[reliable][labels == k].mean(axis=0) for k in range(labels.max() + 1)])
     centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
-    speakers = _assign(embeddings @ centroids.T, chunk_of)
+    similarity = embeddings @ centroids.T
+    # A clustered track keeps its cluster: only the others go to the most similar free speaker.
+    similarity[np.flatnonzero(reliable), labels] = 2.0  # above any cosine similarity
+    speakers = _assign(similarity[track], chunk_of)
 
     clustered = np.zeros((len(starts), local.shape[1], len(centroids)))
     for c, k, s in zip(chunk_of, speaker_of, speakers, strict=True):

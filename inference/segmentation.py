@@ -71,10 +71,14 @@ def _max_pool(x: np.ndarray) -> np.ndarray:
 
 
 def _conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    """torch.nn.Conv1d (stride 1, no padding) on (batch, time, channels); weight is (out, in, kernel)."""
-    out_channels, in_channels, kernel = weight.shape
-    windows = np.lib.stride_tricks.sliding_window_view(x, kernel, axis=1)  # (batch, time', in, kernel)
-    return windows.reshape(*windows.shape[:2], in_channels * kernel) @ weight.reshape(out_channels, -1).T + bias
+    """torch.nn.Conv1d (stride 1, no padding) on (batch, time, channels); weight is (out, in, kernel). One
+    product per kernel tap: no (batch, time, in * kernel) copy of the input."""
+    kernel = weight.shape[2]
+    steps = x.shape[1] - kernel + 1
+    out = x[:, :steps] @ weight[:, :, 0].T
+    for tap in range(1, kernel):
+        out += x[:, tap : tap + steps] @ weight[:, :, tap].T
+    return out + bias
 
 
 def chunk_frames(n_samples: int = CHUNK_SAMPLES) -> int:
@@ -106,13 +110,24 @@ class SpeakerSegmentation:
             [windows[i : i + SINC_BLOCK_ROWS] @ self.filters.T for i in range(0, len(windows), SINC_BLOCK_ROWS)]
         )
 
-    def _forward(self, responses: np.ndarray, means: np.ndarray, stds: np.ndarray) -> np.ndarray:
-        """(chunks, rows, 80) raw filter responses of each chunk and its samples' mean and standard deviation
-        -> (chunks, frames, 7) powerset scores."""
+    def _first_block(self, responses: np.ndarray, chunks: np.ndarray, offsets: list[int]) -> np.ndarray:
+        """SincNet's first block for each chunk (rows of `responses` from each of `offsets`): the input
+        InstanceNorm1d, (x - m) / s * w + b, is affine, so it moves through the linear filters: the chunk's
+        response is (w / s) * (r + (b s / w - m) * filter_sums); |w / s| then moves past abs and max-pool."""
         weight, bias = self.wav_norm
-        # InstanceNorm1d of the waveform, moved through the linear filters: (x - m) / s * w + b.
-        x = (responses - means[:, None, None] * self.filter_sums) / stds[:, None, None] * weight
-        x = _leaky_relu(_instance_norm(_max_pool(np.abs(x + bias * self.filter_sums)), *self.norms[0]))
+        means = chunks.mean(axis=1)
+        scales = weight / np.sqrt(chunks.var(axis=1) + NORM_EPS)
+        rows = (CHUNK_SAMPLES - self.filters.shape[1]) // SINC_STRIDE + 1
+        pooled = np.empty((len(offsets), rows // POOL, self.filters.shape[0]), dtype=np.float32)
+        for index, offset in enumerate(offsets):
+            shifted = responses[offset : offset + rows] + (bias / scales[index] - means[index]) * self.filter_sums
+            np.abs(shifted, out=shifted)
+            pooled[index] = _max_pool(shifted[None])[0]
+        pooled *= np.abs(scales)[:, None, None]
+        return _leaky_relu(_instance_norm(pooled, *self.norms[0]))
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        """(chunks, frames', 80) output of the first block -> (chunks, frames, 7) powerset scores."""
         for (conv_weight, conv_bias), norm in zip(self.convs, self.norms[1:], strict=True):
             x = _leaky_relu(_instance_norm(_max_pool(_conv(x, conv_weight, conv_bias)), *norm))
         for directions in self.lstm:
@@ -128,15 +143,12 @@ class SpeakerSegmentation:
         padded = np.zeros(end, dtype=np.float32)
         padded[: min(len(audio), end)] = audio[:end]
         responses = self._sinc_responses(padded)
-        rows = (CHUNK_SAMPLES - self.filters.shape[1]) // SINC_STRIDE + 1
         scores = []
         for first in range(0, len(starts), BATCH_CHUNKS):
             batch = starts[first : first + BATCH_CHUNKS]
             chunks = np.stack([padded[start : start + CHUNK_SAMPLES] for start in batch])
-            means = chunks.mean(axis=1)
-            stds = np.sqrt(chunks.var(axis=1) + NORM_EPS)
-            chunk_responses = np.stack([responses[start // SINC_STRIDE :][:rows] for start in batch])
-            scores.append(self._forward(chunk_responses, means, stds))
+            first_block = self._first_block(responses, chunks, [start // SINC_STRIDE for start in batch])
+            scores.append(self._forward(first_block))
         scores = np.concatenate(scores)
         return scores - np.log(np.exp(scores).sum(axis=-1, keepdims=True))
 
