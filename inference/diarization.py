@@ -92,15 +92,6 @@ def _speaker_audio(audio: np.ndarray, frames: np.ndarray) -> np.ndarray:
     return speech * (10 ** (TARGET_DBFS / 20) / rms) if rms > 0 else speech
 
 
-def _turns(active: np.ndarray, duration: float) -> list[tuple[float, float, int]]:
-    turns = []
-    for speaker in range(active.shape[1]):
-        for first, end in _runs(active[:, speaker]):
-            a, b = _frame_samples(0, first, end)
-            turns.append((max(0.0, a / SAMPLE_RATE), min(duration, b / SAMPLE_RATE), speaker))
-    return sorted(turns)
-
-
 def _same_voice(local: np.ndarray, offsets: list[int], chunk_of: np.ndarray, speaker_of: np.ndarray) -> np.ndarray:
     """(n, n) booleans: local speakers of two overlapping chunks that speak in the same frames where the
     chunks overlap."""
