@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,29 +96,41 @@ def _speaker_audio(audio: np.ndarray, frames: np.ndarray) -> np.ndarray:
 def _same_voice(local: np.ndarray, offsets: list[int], chunk_of: np.ndarray, speaker_of: np.ndarray) -> np.ndarray:
     """(n, n) booleans: local speakers of two overlapping chunks that speak in the same frames where the
     chunks overlap."""
-    n = len(chunk_of)
-    same = np.zeros((n, n), dtype=bool)
+    same = np.zeros((len(chunk_of), len(chunk_of)), dtype=bool)
     frames = local.shape[1]
-    for i, j in zip(*np.triu_indices(n, 1), strict=True):
-        shift = offsets[chunk_of[j]] - offsets[chunk_of[i]]
-        if chunk_of[i] == chunk_of[j] or abs(shift) >= frames:
-            continue
-        a = local[chunk_of[i], max(0, shift) : frames + min(0, shift), speaker_of[i]]
-        b = local[chunk_of[j], max(0, -shift) : frames - max(0, shift), speaker_of[j]]
-        both = np.sum(a & b)
-        same[i, j] = same[j, i] = both >= SAME_VOICE_MIN_FRAMES and both >= SAME_VOICE_IOU * np.sum(a | b)
+    items_of: dict[int, list[tuple[int, int]]] = {}  # chunk -> [(local speaker, item)]
+    for i, (c, k) in enumerate(zip(chunk_of.tolist(), speaker_of.tolist(), strict=True)):
+        items_of.setdefault(c, []).append((k, i))
+    for c, items in items_of.items():
+        for d in range(c + 1, len(offsets)):
+            shift = offsets[d] - offsets[c]
+            if shift >= frames:
+                break
+            for (k, i), (k2, j) in itertools.product(items, items_of.get(d, [])):
+                a, b = local[c, shift:, k], local[d, : frames - shift, k2]
+                both = np.sum(a & b)
+                same[i, j] = same[j, i] = both >= SAME_VOICE_MIN_FRAMES and both >= SAME_VOICE_IOU * np.sum(a | b)
     return same
 
 
 def voice_tracks(same_voice: np.ndarray, chunk_of: np.ndarray) -> np.ndarray:
     """A track number per local speaker: same-voice pairs chained, unless that would put two local
     speakers of one chunk in one track."""
-    track = np.arange(len(chunk_of))
+    track = list(range(len(chunk_of)))
+    chunks = {i: {c} for i, c in enumerate(chunk_of.tolist())}  # of each track, by its number
+
+    def root(i: int) -> int:
+        while track[i] != i:
+            track[i] = track[track[i]]
+            i = track[i]
+        return i
+
     for i, j in zip(*np.nonzero(np.triu(same_voice)), strict=True):
-        a, b = track[i], track[j]
-        if a != b and not set(chunk_of[track == a]) & set(chunk_of[track == b]):
-            track[track == b] = a
-    return np.unique(track, return_inverse=True)[1]
+        a, b = root(i), root(j)
+        if a != b and not chunks[a] & chunks[b]:
+            track[b] = a
+            chunks[a] |= chunks.pop(b)
+    return np.unique([root(i) for i in range(len(track))], return_inverse=True)[1]
 
 
 def cluster(
@@ -189,6 +202,7 @@ def diarize(
     local = local_speakers(segmentation(audio, starts), SPEECH_BIAS)  # (chunks, frames, 3)
     offsets = [start // FRAME_SAMPLES for start in starts]
     n_frames = offsets[-1] + local.shape[1]
+    # Speakers per frame, rounded half up (np.rint rounds 0.5 down to 0).
     count = np.floor(_aggregate(local.sum(axis=2, keepdims=True), offsets, n_frames)[:, 0] + 0.5).astype(int)
     chunk_of, speaker_of = np.nonzero(local.any(axis=1))
     if len(chunk_of) == 0:

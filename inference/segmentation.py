@@ -103,8 +103,8 @@ class SpeakerSegmentation:
         return cls(load_checkpoint(path)["state_dict"])
 
     def _sinc_responses(self, audio: np.ndarray) -> np.ndarray:
-        """(n, 80) responses of the raw band-pass filters every 10 samples over the whole audio: the
-        convolution is linear, so each chunk's input normalisation can be applied to these afterwards."""
+        """(n, 80) responses of the raw band-pass filters every 10 samples: the convolution is linear, so
+        each chunk's input normalisation can be applied to these afterwards."""
         windows = np.lib.stride_tricks.sliding_window_view(audio, self.filters.shape[1])[::SINC_STRIDE]
         return np.concatenate(
             [windows[i : i + SINC_BLOCK_ROWS] @ self.filters.T for i in range(0, len(windows), SINC_BLOCK_ROWS)]
@@ -142,12 +142,14 @@ class SpeakerSegmentation:
         end = max(starts) + CHUNK_SAMPLES
         padded = np.zeros(end, dtype=np.float32)
         padded[: min(len(audio), end)] = audio[:end]
-        responses = self._sinc_responses(padded)
         scores = []
         for first in range(0, len(starts), BATCH_CHUNKS):
             batch = starts[first : first + BATCH_CHUNKS]
+            # The filter responses of the span the batch covers, computed once for its overlapping chunks.
+            low = min(batch)
+            responses = self._sinc_responses(padded[low : max(batch) + CHUNK_SAMPLES])
             chunks = np.stack([padded[start : start + CHUNK_SAMPLES] for start in batch])
-            first_block = self._first_block(responses, chunks, [start // SINC_STRIDE for start in batch])
+            first_block = self._first_block(responses, chunks, [(start - low) // SINC_STRIDE for start in batch])
             scores.append(self._forward(first_block))
         scores = np.concatenate(scores)
         return scores - np.log(np.exp(scores).sum(axis=-1, keepdims=True))
