@@ -198,6 +198,15 @@ def diarize(
 ) -> list[SpeakerTurn]:
     """Speaker turns, sorted by start. Between min_speakers and max_speakers speakers when that many voices
     are heard (tracks are never split, so there can be fewer than min_speakers)."""
+    from threadpoolctl import threadpool_limits
+
+    # One BLAS thread: most products are small (an LSTM step), and on a busy CPU a second thread waiting
+    # for a descheduled one made requests several times slower; on one thread 30 s of audio takes ~0.9 s.
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _diarize(audio, segmentation, encoder, min_speakers, max_speakers, threshold)
+
+
+def _diarize(audio, segmentation, encoder, min_speakers, max_speakers, threshold) -> list[SpeakerTurn]:
     starts = chunk_starts(len(audio))
     local = local_speakers(segmentation(audio, starts), SPEECH_BIAS)  # (chunks, frames, 3)
     offsets = [start // FRAME_SAMPLES for start in starts]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 # (input_weight (features, 4 * hidden), hidden_weight (hidden, 4 * hidden), bias (4 * hidden)): torch's
 # weight_ih.T, weight_hh.T and bias_ih + bias_hh, gates in torch's order i, f, g, o.
@@ -37,15 +36,12 @@ def lstm_layer(sequence: np.ndarray, directions: list[LstmWeights]) -> np.ndarra
     hidden = np.zeros((len(directions), batch, hidden_size), dtype=np.float32)
     cell = np.zeros_like(hidden)
     outputs = np.empty((len(directions), batch, steps, hidden_size), dtype=np.float32)
-    # Each step's product is tiny: a second BLAS thread only adds synchronisation, which on a busy CPU
-    # (a thread descheduled while the other waits) made the loop up to 50x slower.
-    with threadpool_limits(limits=1, user_api="blas"):
-        for t in range(steps):
-            gates = gates_in[:, :, t] + np.matmul(hidden, hidden_weights)
-            i, f, g, o = np.split(gates, 4, axis=-1)
-            cell = _sigmoid(f) * cell + _sigmoid(i) * np.tanh(g)
-            hidden = _sigmoid(o) * np.tanh(cell)
-            outputs[:, :, t] = hidden
+    for t in range(steps):
+        gates = gates_in[:, :, t] + np.matmul(hidden, hidden_weights)
+        i, f, g, o = np.split(gates, 4, axis=-1)
+        cell = _sigmoid(f) * cell + _sigmoid(i) * np.tanh(g)
+        hidden = _sigmoid(o) * np.tanh(cell)
+        outputs[:, :, t] = hidden
     if len(directions) == 2:
         outputs[1] = outputs[1][:, ::-1]
     return np.concatenate(list(outputs), axis=-1)
