@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 AUDIO_SECONDS = 60
 # Run in a fresh interpreter: import, model load, then the first request (which also pays for the
-# libraries the tasks import lazily: scipy, scikit-learn).
+# libraries the tasks import lazily: scipy).
 COLD_START_PROBE = """
 import sys, time
 started = time.perf_counter()
