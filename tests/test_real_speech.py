@@ -1,0 +1,101 @@
+"""handler.py's speaker_diarization on real meeting speech: the ten AMI `trn` excerpts of pyannote.audio's
+sdist (tests/ami.py), scored against their RTTM with tests/der.py. The bounds sit a little above what
+bench/diarization_bench.py measured (SERVERLESS_DEPLOYMENT.md), so a regression fails here."""
+
+from __future__ import annotations
+
+import base64
+import io
+import statistics
+
+import pytest
+import soundfile
+
+import handler
+from tests import ami
+from tests.der import Score, score
+from tests.test_handler import build_model_cache
+
+MEAN_DER_BOUND = 0.37  # measured: 0.344
+TRN06_DER_BOUND = 0.20  # measured: 0.132 (3 speakers, 12 % overlapping speech)
+TRN03_DER_BOUND = 0.05  # measured: 0.007 (2 speakers, one talking 29 s)
+
+
+@pytest.fixture(scope="module")
+def excerpts() -> dict[str, ami.Excerpt]:
+    if not ami.SDIST.exists():
+        pytest.fail(f"needs the AMI excerpts of pyannote.audio's sdist: {ami.FETCH_COMMAND}")
+    return {excerpt.uri: excerpt for excerpt in ami.load_excerpts()}
+
+
+@pytest.fixture(scope="module")
+def diarize(tmp_path_factory):
+    """job fields -> handler result, for an excerpt, with the real models served offline from a cache."""
+    cache = build_model_cache(tmp_path_factory.mktemp("real-speech-models"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MODEL_CACHE_DIR", str(cache))
+        patch.setenv("HF_HUB_OFFLINE", "1")
+
+        def run(excerpt: ami.Excerpt, **fields) -> dict:
+            buffer = io.BytesIO()
+            soundfile.write(buffer, excerpt.audio, 16000, format="WAV", subtype="FLOAT")
+            audio = base64.b64encode(buffer.getvalue()).decode()
+            result = handler.handler(
+                {"id": "test", "input": {"task": "speaker_diarization", "audio_base64": audio, **fields}}
+            )
+            assert "error" not in result, result
+            return result
+
+        yield run
+
+
+def _score(excerpt: ami.Excerpt, result: dict) -> Score:
+    turns = [(s["start"], s["end"], s["speaker"]) for s in result["segments"]]
+    return score(excerpt.reference, turns, (0.0, excerpt.duration))
+
+
+@pytest.fixture(scope="module")
+def results(excerpts, diarize) -> dict[str, dict]:
+    return {uri: diarize(excerpt) for uri, excerpt in excerpts.items()}
+
+
+def test_mean_der_on_the_ten_excerpts(excerpts, results):
+    ders = {uri: _score(excerpts[uri], result).der for uri, result in results.items()}
+
+    assert len(ders) == 10
+    assert statistics.mean(ders.values()) <= MEAN_DER_BOUND, ders
+
+
+def test_speech_is_found_in_every_excerpt(excerpts, results):
+    for uri, result in results.items():
+        assert result["segments"], uri
+        assert _score(excerpts[uri], result).missed < _score(excerpts[uri], {"segments": []}).missed, uri
+
+
+@pytest.mark.parametrize(("uri", "bound"), [("trn06", TRN06_DER_BOUND), ("trn03", TRN03_DER_BOUND)])
+def test_der_of_one_excerpt(excerpts, results, uri, bound):
+    assert _score(excerpts[uri], results[uri]).der <= bound, results[uri]
+
+
+def test_two_speakers_taking_turns_are_told_apart(results):
+    assert results["trn03"]["num_speakers"] == 2
+
+
+def test_overlapping_speech_gives_overlapping_turns_of_different_speakers(results):
+    # trn09: two people talk at once for about a third of its speech.
+    segments = results["trn09"]["segments"]
+    overlapping = [
+        (a, b)
+        for i, a in enumerate(segments)
+        for b in segments[i + 1 :]
+        if a["speaker"] != b["speaker"] and min(a["end"], b["end"]) - max(a["start"], b["start"]) > 0.5
+    ]
+    assert overlapping, segments
+
+
+def test_speaker_bounds_are_kept(excerpts, diarize):
+    one = diarize(excerpts["trn06"], max_speakers=1)
+    two = diarize(excerpts["trn06"], num_speakers=2)
+
+    assert one["num_speakers"] == 1
+    assert two["num_speakers"] == 2
