@@ -35,6 +35,10 @@ class CacheRoot:
         """Our own bookkeeping: partial downloads, locks, completion records."""
         return self.path / STATE_DIR
 
+    def model_lock(self, source: str, repo_id: str) -> Path:
+        """The lock that downloads of a model share and that `rm` and `prune` take alone."""
+        return self.state / "locks" / "models" / source / f"{repo_id.replace('/', '--')}.lock"
+
 
 def _is_mounted_volume(path: Path) -> bool:
     return path.is_dir() and os.path.ismount(path)

@@ -3,18 +3,23 @@ worker pool, then expose each model in its native layout and record it as comple
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from runpod_model_manager import remote, validate
 from runpod_model_manager.cache import CacheRoot
+from runpod_model_manager.checksums import file_digest
 from runpod_model_manager.errors import ModelError, TransferError, UserError
 from runpod_model_manager.hub_http import MetadataLimits
-from runpod_model_manager.layout import UnsafePathError
+from runpod_model_manager.layout import UnsafePathError, inside
 from runpod_model_manager.lockfile import LockFile
+from runpod_model_manager.locks import Lock, stale_after
 from runpod_model_manager.records import Records
 from runpod_model_manager.remote import MalformedMetadata, RemoteFile, ResolvedModel
 from runpod_model_manager.reporting import human_bytes
@@ -34,8 +39,9 @@ class ModelResult:
     files: int = 0
     total_bytes: int = 0
     transferred_bytes: int = 0
-    missing_files: list[str] = field(default_factory=list)
+    missing_files: list[str] = field(default_factory=list)  # to download (dry run), else not there after the run
     missing_bytes: int = 0
+    downloaded_files: list[str] = field(default_factory=list)
     path: str | None = None
     error: str | None = None
 
@@ -51,6 +57,7 @@ class ModelResult:
             "transferred_bytes": self.transferred_bytes,
             "missing_files": self.missing_files,
             "missing_bytes": self.missing_bytes,
+            "downloaded_files": self.downloaded_files,
             "path": self.path,
             "error": self.error,
         }
@@ -62,6 +69,8 @@ class _Job:
     downloader: Downloader
     result: ModelResult
     pending: int = 0
+    paths: dict[int, str] = field(default_factory=dict)  # id(transfer) -> repo path of the file
+    failed: set[str] = field(default_factory=set)  # repo paths whose transfer failed
 
 
 class ModelManager:
@@ -87,6 +96,7 @@ class ModelManager:
         self.workers = workers
         self.limits = MetadataLimits()
         self.records = Records(cache.state)
+        stale_after()  # a bad RPMM_LOCK_STALE stops the run here, not in a worker
         self._downloaders: dict[str, Downloader] = {}
         self._replace: set = set()  # files present but outdated: fetched again and swapped atomically
 
@@ -138,6 +148,23 @@ class ModelManager:
         missing, present = self._missing(downloader, model)
         return model, [f.path for f in missing], present
 
+    def _corrupt(self, downloader: Downloader, model: ResolvedModel, skip: set[str]) -> list[RemoteFile]:
+        """Selected files outside `skip` whose bytes on disk do not match the hub's checksum."""
+        found = []
+        for file in model.selected:
+            if file.checksum and file.path not in skip:
+                try:
+                    blob = inside(self.cache.path, downloader.blob_path(model, file))
+                except UnsafePathError:  # never read through; the engine refuses to write there too
+                    continue
+                try:
+                    good = file_digest(blob, file.checksum) == file.checksum
+                except OSError:  # gone or unreadable: fetched again
+                    good = False
+                if not good:
+                    found.append(file)
+        return found
+
     def _missing(self, downloader: Downloader, model: ResolvedModel):
         missing, present_bytes = [], 0
         root = downloader.model_path(model)
@@ -153,7 +180,11 @@ class ModelManager:
         return missing, present_bytes
 
     # -- download -----------------------------------------------------------------------------------
-    def download(self, specs: Iterable[ModelSpec], *, dry_run: bool = False, force: bool = False) -> list[ModelResult]:
+    def download(
+        self, specs: Iterable[ModelSpec], *, dry_run: bool = False, force: bool = False, verify: bool = False
+    ) -> list[ModelResult]:
+        """Fetch what is missing. `verify` re-hashes the files already on disk first and fetches again those
+        whose bytes do not match the hub's checksum."""
         specs = list(dict.fromkeys(specs))
         results: list[ModelResult] = []
         jobs: list[_Job] = []
@@ -178,21 +209,39 @@ class ModelManager:
                 jobs.append(_Job(resolved, downloader, result))
 
         engine = TransferEngine(self.cache.state, self.settings, self.progress)
-        plans = {id(job): self._plan(job, engine, force) for job in jobs}
         if dry_run:
+            plans = {id(job): self._plan(job, engine, force, verify) for job in jobs}
             for job in jobs:
                 job.result.status = "planned" if plans[id(job)] else "complete"
             return results
-        self._check_space(engine, [t for ts in plans.values() for t in ts])
-        self._run(jobs, plans, engine, force)
+        with self._shared_model_locks(jobs):  # `rm` and `prune` wait until this run is done with them
+            plans = {id(job): self._plan(job, engine, force, verify) for job in jobs}
+            self._check_space(engine, [t for ts in plans.values() for t in ts])
+            self.progress.planned(sum(map(len, plans.values())), sum(job.result.missing_bytes for job in jobs))
+            self._run(jobs, plans, engine, force)
+            for job in jobs:
+                self._settle(job)
+        self._clean_up(engine, jobs)
         return results
 
-    def _plan(self, job: _Job, engine: TransferEngine, force: bool) -> list[Transfer]:
+    @contextlib.contextmanager
+    def _shared_model_locks(self, jobs: list[_Job]):
+        with contextlib.ExitStack() as held:
+            for source, repo_id in sorted({(job.model.spec.source, job.model.spec.repo_id) for job in jobs}):
+                lock = Lock(self.cache.model_lock(source, repo_id), shared=True)
+                lock.acquire()
+                held.callback(lock.release)
+            yield
+
+    def _plan(self, job: _Job, engine: TransferEngine, force: bool, verify: bool) -> list[Transfer]:
         if force:
             missing = list(job.model.selected)
         else:
             missing = self._missing(job.downloader, job.model)[0]
-            changed = self._changed_in_place(job, {f.path for f in missing})
+            absent = {f.path for f in missing}
+            changed = self._changed_in_place(job, absent)
+            if verify:
+                changed += self._corrupt(job.downloader, job.model, absent | {f.path for f in changed})
             self._replace |= {job.downloader.blob_path(job.model, f) for f in changed}
             missing += changed
         headers = job.downloader.request_headers()
@@ -202,6 +251,7 @@ class ModelManager:
             transfers.append(
                 Transfer(file.url, dest, file.size, file.checksum, f"{job.model.spec.repo_id}: {file.path}", headers)
             )
+            job.paths[id(transfers[-1])] = file.path
         job.result.missing_files = [f.path for f in missing]
         job.result.missing_bytes = sum(t.size - engine.resumable_bytes(t) for t in transfers)
         return transfers
@@ -275,9 +325,11 @@ class ModelManager:
                     except (TransferError, OSError) as exc:
                         job.result.status = "failed"
                         job.result.error = job.result.error or str(exc)
+                        job.failed.add(job.paths[id(t)])
                     except Exception as exc:  # a bug must fail this model, not the whole run
                         job.result.status = "failed"
                         job.result.error = job.result.error or f"{t.label}: unexpected {type(exc).__name__}: {exc}"
+                        job.failed.add(job.paths[id(t)])
                     job.pending -= 1
                     if job.pending == 0 and job.result.status != "failed":
                         self._complete(job)
@@ -285,6 +337,35 @@ class ModelManager:
                     for t, job in deferred:
                         submit(t, job, True)
                     deferred.clear()
+
+    def _settle(self, job: _Job) -> None:
+        """After the run: what was fetched, and what is still missing."""
+        planned = job.result.missing_files
+        still = job.failed | {f.path for f in self._missing(job.downloader, job.model)[0]}
+        job.result.downloaded_files = [p for p in planned if p not in still]
+        job.result.missing_files = [f.path for f in job.model.selected if f.path in still]
+
+    def _clean_up(self, engine: TransferEngine, jobs: list[_Job]) -> None:
+        """Remove partial downloads nobody holds that are too old (RPMM_PARTIAL_MAX_AGE), or that were for a
+        model this run completed and no longer match any file the hub publishes for it."""
+        leftovers = engine.leftovers()
+        if not leftovers:
+            return
+        oldest = time.time() - self.settings.partial_max_age
+        done = [job for job in jobs if job.result.status != "failed"]
+        for leftover in leftovers:
+            if leftover.touched < oldest or any(self._superseded(job, leftover.dest) for job in done):
+                engine.discard(leftover)
+
+    @staticmethod
+    def _superseded(job: _Job, dest: Path | None) -> bool:
+        """`dest` is a file of this model's layout that its resolved commit does not publish."""
+        if dest is None:
+            return False
+        downloader, model = job.downloader, job.model
+        published = {downloader.blob_path(model, f) for f in model.files}
+        folders = {p.parent for p in published} | {downloader.model_path(model)}
+        return dest not in published and any(f == dest.parent or f in dest.parents for f in folders)
 
     def _fetch(self, engine: TransferEngine, t: Transfer, wait_for_lock: bool, force: bool) -> int:
         return engine.fetch(t, wait=wait_for_lock, force=force or t.dest in self._replace)

@@ -20,6 +20,10 @@ one-line error naming the variable (`inf`, `nan`, `1e309` and a zero timeout are
                               redirects), in seconds
     RPMM_METADATA_MAX_BYTES   largest metadata answer accepted; 256 MiB holds a 100k-file       2**28    2**10-2**40
                               listing
+    RPMM_PARTIAL_MAX_AGE      seconds a partial download may stay untouched before a later run   604800   0-2**32
+                              removes it (never one another process holds); 604800 s: 7 days
+    RPMM_LOCK_STALE           seconds without a heartbeat after which a lock file is taken over  60       0.1-86400
+                              where flock fails (see locks.py)
 
   push (to an S3 store; RunPod: PutObject and parts below 500 MB):
     RPMM_PUSH_PART_SIZE       bytes per multipart part, grown for files that would need more   16 MiB   1-500 MB
@@ -55,6 +59,8 @@ RANGES: dict[str, tuple[float, type, float, float]] = {
     "RPMM_RECORD_INTERVAL": (1.0, float, 0, 3600),
     "RPMM_METADATA_TIMEOUT": (120.0, float, 0.01, 86400),
     "RPMM_METADATA_MAX_BYTES": (1 << 28, int, 1 << 10, 1 << 40),
+    "RPMM_PARTIAL_MAX_AGE": (7 * 86400.0, float, 0, 1 << 32),
+    "RPMM_LOCK_STALE": (60.0, float, 0.1, 86400),
     "RPMM_PUSH_PART_SIZE": (16 * MiB, int, 1, RUNPOD_PUT_LIMIT),
     "RPMM_PUSH_PUT_MAX": (16 * MiB, int, 1, RUNPOD_PUT_LIMIT),
     "RPMM_PUSH_ATTEMPTS": (10, int, 1, 100),

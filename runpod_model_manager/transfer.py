@@ -5,8 +5,10 @@ Guarantees, whatever happens to the process:
   whole file was checked against the hub's checksum (or its size when the hub publishes none);
 - progress of each part is recorded in `<key>.json`, so a later run (after a kill, a dropped link or a full
   disk) continues from the bytes already on disk instead of from zero;
-- one process at a time works on a file: `<state>/locks/<key>.lock`, an flock held through the kernel, so it
-  is released when its holder dies and never blocks a later run.
+- one process at a time works on a file: `<state>/locks/<key>.lock` (runpod_model_manager.locks: an flock,
+  released by the kernel when its holder dies, or a heartbeat marker where the filesystem has no flock);
+- what a run leaves behind is found by `leftovers()` and removed by `discard()`, never while another process
+  holds the file's lock (the manager and `prune` use them).
 
 Settings (EngineSettings) take their defaults from the RPMM_* environment variables that settings.py lists
 with their ranges, so that a deployment or a test can tune them without a CLI option.
@@ -31,7 +33,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import requests
-from filelock import FileLock, Timeout
 
 from . import settings, validate
 from .checksums import PrefixHasher
@@ -39,12 +40,14 @@ from .deadline import Deadline
 from .errors import TransferError
 from .hub_http import body_chunks, new_session
 from .layout import UnsafePathError, atomic_write_text, inside
+from .locks import Lock, LockBusy, LockCancelled
 
 MiB = 1 << 20
 CHUNK = MiB
 PARTS_PER_CONNECTION = 8
 DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+_KEY = re.compile(r"^[0-9a-f]{40}$")
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,18 @@ class EngineSettings:
     connect_timeout: float = settings.setting("RPMM_CONNECT_TIMEOUT")
     record_interval: float = settings.setting("RPMM_RECORD_INTERVAL")  # s between resume records
     preallocate: bool = field(default_factory=lambda: settings.flag("RPMM_PREALLOCATE", True))
+    partial_max_age: float = settings.setting("RPMM_PARTIAL_MAX_AGE")  # s untouched before a run removes it
+
+
+@dataclass(frozen=True)
+class Leftover:
+    """The files a partial download keeps in incomplete/ (bytes, resume record, temporary files)."""
+
+    key: str
+    files: tuple[Path, ...]
+    dest: Path | None  # where the file was going, as its resume record says (None: no readable record)
+    touched: float  # the newest modification time of its files (seconds since the epoch)
+    size: int  # bytes they use on disk
 
 
 class DiskFullError(OSError):
@@ -120,6 +135,9 @@ class Progress:
     def file_done(self, label: str, transferred: int) -> None: ...
 
     def note(self, message: str) -> None: ...
+
+    def planned(self, files: int, nbytes: int) -> None:
+        """What the run is about to fetch, in all (called once, before the first file starts)."""
 
 
 @dataclass
@@ -294,7 +312,7 @@ class TransferEngine:
         return parts if position == t.size else None
 
     def _save_parts(self, t: Transfer, record: Path, parts: list[list[int]]) -> None:
-        data = {"url": t.url, "size": t.size, "checksum": t.checksum, "parts": parts}
+        data = {"url": t.url, "dest": str(t.dest), "size": t.size, "checksum": t.checksum, "parts": parts}
         # with a checksum, a record lost or stale after an OS crash only costs bytes: the final check catches it
         atomic_write_text(record, json.dumps(data), durable=t.checksum is None)
 
@@ -311,6 +329,49 @@ class TransferEngine:
         parts = self._load_parts(t, part_file, record)
         return sum(p.done for p in parts) if parts else 0
 
+    # -- leftovers ----------------------------------------------------------------------------------
+    def leftovers(self) -> list[Leftover]:
+        """Every partial download in incomplete/, held by a process or not."""
+        groups: dict[str, list[Path]] = {}
+        with contextlib.suppress(FileNotFoundError):
+            for path in self.dir.iterdir():
+                key = path.name.lstrip(".").partition(".")[0]  # <key>.part, <key>.json, .<key>.json.<tmp>.tmp
+                if _KEY.match(key):
+                    groups.setdefault(key, []).append(path)
+        return [leftover for key, files in sorted(groups.items()) if (leftover := self._leftover(key, files))]
+
+    def _leftover(self, key: str, files: list[Path]) -> Leftover | None:
+        stats = {}
+        for path in files:
+            with contextlib.suppress(FileNotFoundError):
+                stats[path] = path.lstat()
+        if not stats:
+            return None
+        dest = None
+        with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
+            dest = Path(json.loads((self.dir / f"{key}.json").read_text())["dest"])
+        touched = max(st.st_mtime for st in stats.values())
+        return Leftover(key, tuple(stats), dest, touched, sum(st.st_blocks * 512 for st in stats.values()))
+
+    def discard(self, leftover: Leftover) -> int | None:
+        """Remove a partial download, unless another process holds its lock or wrote to it since it was found:
+        the bytes freed, or None when it was left alone."""
+        lock = Lock(self.locks / f"{leftover.key}.lock")
+        try:
+            lock.acquire(blocking=False)
+        except LockBusy:
+            return None
+        try:
+            now = self._leftover(leftover.key, list(self.dir.glob(f"*{leftover.key}*")))
+            if now is None or now.touched != leftover.touched:
+                return None
+            for path in now.files:
+                with contextlib.suppress(FileNotFoundError):
+                    inside(self.root, path).unlink()
+            return now.size
+        finally:
+            lock.release()
+
     # -- public -------------------------------------------------------------------------------------
     def fetch(self, t: Transfer, wait: bool = True, force: bool = False) -> int:
         """Make `t.dest` hold the checked file. Returns the bytes transferred (0 if it was already there).
@@ -323,13 +384,18 @@ class TransferEngine:
         part_file, record, lock_path = self._paths(t)
         for folder in (self.dir, self.locks):  # here, not in __init__: a dry run writes nothing
             folder.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(lock_path))
+        lock = Lock(lock_path)
         try:
-            lock.acquire(timeout=-1 if wait else 0)
-        except Timeout:
+            with self._cancel_event() as cancel:
+                lock.acquire(blocking=wait, cancel=cancel)
+        except LockBusy:
             raise FileBusy(t.label) from None
+        except LockCancelled:
+            raise _Cancelled(t.label) from None
         try:
             if t.is_complete and not force:  # another process finished it while we waited
+                part_file.unlink(missing_ok=True)  # what an interrupted earlier run of this file left
+                record.unlink(missing_ok=True)
                 return 0
             try:
                 return self._fetch_locked(t, part_file, record)

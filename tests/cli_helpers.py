@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -37,3 +39,42 @@ def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *fragm
     for fragment in fragments:
         assert any(fragment in line for line in lines), (fragment, result.stderr)
     return "\n".join(lines)
+
+
+NO_FLOCK = """\
+import errno, fcntl, os
+
+def _flock_fails(fd, operation):  # as on Lustre or CIFS mounts: the filesystem has no flock
+    with open(os.environ["RPMM_TEST_FLOCK_CALLS"], "a") as calls:
+        calls.write(".")
+    raise OSError(errno.ENOLCK, "No locks available")
+
+fcntl.flock = _flock_fails
+"""
+
+
+def no_flock_env(env: dict[str, str], folder: Path) -> dict[str, str]:
+    """`env` for Python subprocesses in which fcntl.flock fails with ENOLCK (a sitecustomize on PYTHONPATH);
+    every call is counted in `folder`/flock-calls, so that a test can check the failing flock was reached."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(NO_FLOCK)
+    return {
+        **env,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(folder), env.get("PYTHONPATH")])),
+        "RPMM_TEST_FLOCK_CALLS": str(folder / "flock-calls"),
+    }
+
+
+def assert_locking_as_asked(env: dict[str, str]) -> None:
+    """Where `env` makes flock fail, the CLI did try it (and so ran on heartbeat markers)."""
+    if "RPMM_TEST_FLOCK_CALLS" in env:
+        assert Path(env["RPMM_TEST_FLOCK_CALLS"]).read_text()
+
+
+def recorded_bytes(cache: Path) -> int:
+    """Bytes the resume records in the cache's incomplete/ say are on disk."""
+    total = 0
+    for record in (cache / ".runpod-model-manager" / "incomplete").glob("*.json"):
+        with contextlib.suppress(OSError, ValueError, KeyError):  # replaced under our feet: next time
+            total += sum(done for _, _, done in json.loads(record.read_text())["parts"])
+    return total

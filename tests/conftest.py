@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_helpers import no_flock_env
 from tests.hub import LocalHub
 from tests.hub.client_env import CLEARED_VARS, client_env
 
@@ -113,3 +114,16 @@ def hub_env(hub: LocalHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> H
         ms_cache=Path(values["MODELSCOPE_CACHE"]),
         env=dict(os.environ),
     )
+
+
+@pytest.fixture(params=["flock", "markers"])
+def locking(request, tmp_path: Path):
+    """`locking(env)`: a CLI environment as it is (kernel flock), or where flock fails: heartbeat markers, with
+    RPMM_LOCK_STALE=1, far below the time a holder keeps a lock in these tests, so only the heartbeat keeps it."""
+
+    def apply(env: dict[str, str]) -> dict[str, str]:
+        if request.param == "flock":
+            return env
+        return {**no_flock_env(env, tmp_path / "no-flock"), "RPMM_LOCK_STALE": "1"}
+
+    return apply

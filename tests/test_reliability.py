@@ -7,11 +7,9 @@ Retry delays are made tiny through the engine's environment settings (RPMM_RETRY
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import fcntl
 import hashlib
-import json
 import os
 import re
 import resource
@@ -25,7 +23,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_helpers import REPO_ROOT, assert_one_line_error, run_cli, run_python
+from tests.cli_helpers import (
+    REPO_ROOT,
+    assert_locking_as_asked,
+    assert_one_line_error,
+    recorded_bytes,
+    run_cli,
+    run_python,
+)
 from tests.hub import HF, MS, LocalHub, make_file
 
 MiB = 1 << 20
@@ -94,15 +99,6 @@ def incomplete(cache: Path) -> list[Path]:
     return sorted(folder.iterdir()) if folder.exists() else []
 
 
-def recorded_bytes(cache: Path) -> int:
-    """Bytes the resume records in incomplete/ say are on disk."""
-    total = 0
-    for record in (cache / STATE / "incomplete").glob("*.json"):
-        with contextlib.suppress(OSError, ValueError, KeyError):  # replaced under our feet: next time
-            total += sum(done for _, _, done in json.loads(record.read_text())["parts"])
-    return total
-
-
 def file_requests(hub: LocalHub, repo: str, path: str, route: str | None = None) -> list:
     """The hub's log of GETs of one file (hf.resolve / ms.download hops and CDN hops)."""
     return [
@@ -136,7 +132,7 @@ def start_cli(env: dict[str, str], *args: str, log: Path, **kwargs) -> subproces
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [sys.executable, str(REPO_ROOT / "download_models.py"), *args],
-            env={**env, "PYTHONPATH": str(REPO_ROOT)},
+            env={**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))},
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=REPO_ROOT,
@@ -360,7 +356,8 @@ def test_ctrl_c_stops_the_transfers_and_keeps_their_progress(hub, env, tmp_path)
 
 
 # -- 3. two processes on one cache ---------------------------------------------------------------------
-def test_two_concurrent_runs_fetch_each_file_once(hub, env, tmp_path):
+def test_two_concurrent_runs_fetch_each_file_once(hub, env, locking, tmp_path):
+    env = locking(env)
     cache = tmp_path / "c"
     files = {
         "config.json": b'{"x": 1}',
@@ -384,10 +381,12 @@ def test_two_concurrent_runs_fetch_each_file_once(hub, env, tmp_path):
     assert hub.bytes_sent("org/shared-ms", "w.bin") == 3 * MiB
     assert hub.bytes_sent("org/shared-ms", "config.json") == 2
     assert incomplete(cache) == []
+    assert_locking_as_asked(env)
 
 
-def test_waiting_run_takes_over_from_a_killed_one(hub, env, tmp_path):
+def test_waiting_run_takes_over_from_a_killed_one(hub, env, locking, tmp_path):
     """Pod A dies mid-download while pod B waits for its lock: B gets the lock and resumes A's bytes."""
+    env = locking(env)
     cache, size = tmp_path / "c", 48 * MiB
     data = content(size, 11)
     hub.add_repo(HF, "org/takeover", {"model.safetensors": data})
@@ -414,6 +413,9 @@ def test_waiting_run_takes_over_from_a_killed_one(hub, env, tmp_path):
     assert final_path(cache, hub, HF, "org/takeover", "model.safetensors").read_bytes() == data
     assert hub.bytes_sent("org/takeover", "model.safetensors") < 1.8 * size
     assert incomplete(cache) == []
+    assert_locking_as_asked(env)
+    if "RPMM_TEST_FLOCK_CALLS" in env:  # A's marker names a process of this host that is gone
+        assert "taking over the lock" in log and "its process is gone" in log
 
 
 # -- 4. atomicity --------------------------------------------------------------------------------------
