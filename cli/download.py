@@ -16,6 +16,9 @@ from runpod_model_manager.reporting import human_bytes, make_reporter
 @options.selection_options
 @click.option("--dry-run", is_flag=True, help="Show what would be downloaded (files, bytes); write nothing.")
 @click.option("--force", is_flag=True, help="Download again even what is complete.")
+@click.option(
+    "--verify", is_flag=True, help="Re-hash the files already on disk first; fetch again those that fail the check."
+)
 @click.option("--frozen", is_flag=True, help="Use only the lock file's commits; fail if it is missing or stale.")
 @click.option("--workers", type=click.IntRange(1, 64), help="Files fetched at once (default: 16).")
 @click.option("--connections", type=click.IntRange(1, 64), help="Connections per large file (default: 8).")
@@ -31,6 +34,7 @@ def command(
     exclude,
     dry_run,
     force,
+    verify,
     frozen,
     workers,
     connections,
@@ -49,12 +53,19 @@ def command(
     specs = options.model_specs(*selection, reporter, verb="download")
     cache = options.open_cache(cache_dir, reporter, create=not dry_run)
     manager = options.manager(cache, token, lock_file, frozen, reporter, workers, connections)
+    if manager.lock is not None and (pinned := len(specs) - len(manager.lock.missing(specs))):
+        reporter.info(f"pinned by {lock_file} ({pinned} models); `download-models lock --upgrade` to move")
     try:
-        results = manager.download(specs, dry_run=dry_run, force=force)
+        results = manager.download(specs, dry_run=dry_run, force=force, verify=verify)
     finally:
         reporter.close()
     _print_results(results, dry_run, json_output, quiet)
     sys.exit(options.EXIT_FAILED if any(r.status == "failed" for r in results) else options.EXIT_OK)
+
+
+def _name(r) -> str:
+    """The spec, and the commit it resolved to when that says more than the spec itself."""
+    return f"{r.spec} @ {r.commit[:12]}" if r.commit and r.commit != r.spec.revision else str(r.spec)
 
 
 def _print_results(results, dry_run, json_output, quiet):
@@ -63,21 +74,33 @@ def _print_results(results, dry_run, json_output, quiet):
         return
     failed = [r for r in results if r.status == "failed"]
     for r in results:
-        if r.status == "failed":
+        if quiet or r.status == "failed":
             continue
-        if dry_run:
-            what = f"{len(r.missing_files)} of {r.files} files, {human_bytes(r.missing_bytes)} to download"
-            if not quiet:
-                click.echo(f"would download {r.spec} @ {r.commit[:12]}: {what}")
-                for path in r.missing_files:
-                    click.echo(f"    {path}")
-        elif not quiet:
+        size = f"{r.files} files, {human_bytes(r.total_bytes)}"
+        if dry_run and r.missing_files:
+            what = f"{len(r.missing_files)} of {r.files} files, {human_bytes(r.missing_bytes)}"
+            options.emit(f"would download {_name(r)}: {what}")
+            for path in r.missing_files:
+                options.emit(f"    {path}")
+        elif dry_run:
+            options.emit(f"complete       {_name(r)} ({size})")
+        else:
             verb = "downloaded" if r.status == "downloaded" else "complete  "
-            click.echo(f"{verb} {r.spec} @ {r.commit[:12]} ({r.files} files, {human_bytes(r.total_bytes)}) -> {r.path}")
-    if dry_run and not quiet:
-        total = sum(r.missing_bytes for r in results if r.status != "failed")
-        click.echo(f"total to download: {human_bytes(total)}")
+            options.emit(f"{verb} {_name(r)} ({size}) -> {r.path}")
+    options.emit(_summary(results, dry_run))
     for r in failed:
-        click.echo(f"FAILED {r.spec}: {r.error}", err=True)
+        options.emit(f"FAILED {r.spec}: {r.error}", err=True)
     if failed:
-        click.echo(f"{len(failed)} of {len(results)} models failed.", err=True)
+        options.emit(f"{len(failed)} of {len(results)} models failed.", err=True)
+
+
+def _summary(results, dry_run) -> str:
+    ok = [r for r in results if r.status != "failed"]
+    failed = f", {len(results) - len(ok)} failed" if len(ok) < len(results) else ""
+    if dry_run:
+        todo = [r for r in ok if r.missing_files]
+        total = human_bytes(sum(r.missing_bytes for r in todo))
+        return f"{len(results)} models: {len(ok) - len(todo)} complete, {len(todo)} to download ({total}){failed}"
+    fetched = [r for r in ok if r.status == "downloaded"]
+    moved = human_bytes(sum(r.transferred_bytes for r in fetched))
+    return f"{len(results)} models: {len(ok) - len(fetched)} complete, {len(fetched)} downloaded ({moved}){failed}"

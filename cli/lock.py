@@ -34,7 +34,6 @@ def command(project_names, upgrade, cache_dir, token, lock_file, json_output, qu
             current.put(resolved)
     current.save()
     for exc in failed:
-        click.echo(f"FAILED {exc}", err=True)
-    if not quiet:
-        click.echo(f"locked {len(specs) - len(failed)} models in {lock_file}")
+        options.emit(f"FAILED {exc}", err=True)
+    click.echo(f"locked {len(specs) - len(failed)} models in {lock_file}")  # the summary, also with -q
     sys.exit(options.EXIT_FAILED if failed else options.EXIT_OK)

@@ -12,7 +12,7 @@ import click
 from runpod_model_manager.cache import CacheRoot, resolve_cache_root
 from runpod_model_manager.errors import UserError
 from runpod_model_manager.layout import UnsafePathError, inside
-from runpod_model_manager.reporting import Reporter
+from runpod_model_manager.reporting import Reporter, fit, printable
 from runpod_model_manager.specs import ModelSpec, normalize_source, parse_model_spec
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -33,7 +33,7 @@ def handle_errors(func):
         except UserError as exc:
             if kwargs.get("verbose"):
                 logging.exception("details")
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {printable(str(exc))}", err=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("error: interrupted; run the same command again to resume.", err=True)
@@ -41,24 +41,55 @@ def handle_errors(func):
         except Exception as exc:  # a bug: still one line, with the traceback behind -v
             if kwargs.get("verbose"):
                 logging.exception("details")
-            click.echo(f"error: unexpected {type(exc).__name__}: {exc} (run with -v for details)", err=True)
+            click.echo(
+                f"error: unexpected {type(exc).__name__}: {printable(str(exc))} (run with -v for details)", err=True
+            )
             sys.exit(EXIT_FAILED)
 
     return wrapper
 
 
-def common_options(func):
-    options = [
-        click.option("--cache-dir", type=click.Path(path_type=Path), help="Cache root (default: see README)."),
-        click.option("--token", help="Hub token (default: HF_TOKEN, MODELSCOPE_API_TOKEN). Never printed."),
-        click.option("--lock-file", type=click.Path(path_type=Path), default=Path("models.lock"), show_default=True),
-        click.option("--json", "json_output", is_flag=True, help="Print a machine-readable result on stdout."),
-        click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary."),
-        click.option("-v", "--verbose", is_flag=True, help="Retries, waits and tracebacks too."),
-    ]
+_CACHE_DIR = click.option("--cache-dir", type=click.Path(path_type=Path), help="Cache root (default: see README).")
+_TOKEN = click.option("--token", help="Hub token (default: HF_TOKEN, MODELSCOPE_API_TOKEN). Never printed.")
+_LOCK_FILE = click.option(
+    "--lock-file", type=click.Path(path_type=Path), default=Path("models.lock"), show_default=True
+)
+_OUTPUT = [
+    click.option("--json", "json_output", is_flag=True, help="Print a machine-readable result on stdout."),
+    click.option("-q", "--quiet", is_flag=True, help="Only errors and the summary."),
+    click.option("-v", "--verbose", is_flag=True, help="Retries, waits and tracebacks too."),
+]
+
+
+def _apply(func, options):
     for option in reversed(options):
         func = option(func)
     return func
+
+
+def common_options(func):
+    """--cache-dir, --token, --lock-file, --json, -q, -v: for commands that talk to a hub."""
+    return _apply(func, [_CACHE_DIR, _TOKEN, _LOCK_FILE, *_OUTPUT])
+
+
+def local_options(func):
+    """--cache-dir, --lock-file, --json, -q, -v: for commands that only read or change the cache."""
+    return _apply(func, [_CACHE_DIR, _LOCK_FILE, *_OUTPUT])
+
+
+def emit(line: str = "", err: bool = False) -> None:
+    """Print one line of a command's result: names escaped, folded to the terminal's width on a terminal."""
+    click.echo(fit(line, sys.stderr if err else sys.stdout), err=err)
+
+
+def confirm(plan: list[str], question: str) -> None:
+    """On a terminal, show the plan and ask (on stderr); without one (scripts, CI) the command goes ahead."""
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        return
+    for line in plan:
+        emit(line, err=True)
+    if not click.confirm(question, default=False, err=True):
+        raise UserError("nothing was removed.")
 
 
 def selection_options(func):
@@ -161,3 +192,14 @@ def manager(cache, token, lock_file, frozen, reporter, workers=None, connections
         progress=reporter,
         **tuning,
     )
+
+
+def volume(cache: CacheRoot):
+    """The Volume of `cache`, seen through every registered source."""
+    from downloaders.factory import downloader_classes
+    from runpod_model_manager.records import Records
+    from runpod_model_manager.transfer import TransferEngine
+    from runpod_model_manager.volume import Volume
+
+    downloaders = [cls(cache.path) for cls in downloader_classes().values()]
+    return Volume(cache, downloaders, Records(cache.state), TransferEngine(cache.state, root=cache.path))

@@ -42,6 +42,7 @@ def command(models, project_names, repair, cache_dir, token, lock_file, json_out
         click.echo(json.dumps({"models": [r.as_json() for r in reports]}, indent=2))
     else:
         for report in reports:
-            click.echo(report.summary())
+            for line in report.summary().splitlines():
+                options.emit(line)
     unresolved = [r for r in bad if not r.repaired]
     sys.exit(options.EXIT_FAILED if unresolved else options.EXIT_OK)

@@ -44,4 +44,9 @@ def print_summary(projects: dict[str, BaseProject]) -> None:
 
 
 if __name__ == "__main__":
+    import argparse
+
+    argparse.ArgumentParser(
+        prog="python -m projects.loader", description="Print every registered project and its models."
+    ).parse_args()
     print_summary(load_projects())

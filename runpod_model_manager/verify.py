@@ -8,6 +8,7 @@ from pathlib import Path
 from runpod_model_manager.checksums import file_digest
 from runpod_model_manager.layout import UnsafePathError, inside
 from runpod_model_manager.manager import ModelManager
+from runpod_model_manager.reporting import printable
 from runpod_model_manager.specs import ModelSpec
 
 
@@ -29,7 +30,7 @@ class VerifyReport:
         if not self.problems:
             return f"ok       {self.spec} ({self.checked} files checked)"
         lines = [f"BAD      {self.spec}: {len(self.problems)} of {self.checked} files"]
-        lines += [f"    {path}: {problem}" for path, problem in sorted(self.problems.items())]
+        lines += [f"    {printable(path)}: {problem}" for path, problem in sorted(self.problems.items())]
         if self.repaired:
             lines.append("    repaired: the bad files were downloaded again")
         elif self.repair_error:

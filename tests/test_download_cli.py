@@ -178,7 +178,8 @@ def test_partial_download_rerun_fetches_only_what_is_missing(hub_env, repos, tmp
     assert result.returncode == 0, result.stderr
     [model] = json.loads(result.stdout)["models"]
     assert model["status"] == "downloaded"
-    assert model["missing_files"] == ["nested/deeper/weights.bin"]
+    assert model["downloaded_files"] == ["nested/deeper/weights.bin"]
+    assert model["missing_files"] == []  # nothing is missing after the run
     assert hub_env.hub.bytes_sent(HF_ID) == 300_000
     assert_same_files(snapshot, repos["files"])
 
@@ -216,7 +217,8 @@ def test_plain_output_when_not_a_tty(hub_env, repos, tmp_path):
     assert f"cache: {tmp_path} (--cache-dir)" in result.stderr
     assert "downloading acme/tiny-model: model.safetensors" in result.stderr
     lines = result.stderr.splitlines()  # worker threads write at once: each line stays whole
-    assert all(line.startswith(("cache: ", "downloading ", "done ", "progress ")) for line in lines), lines
+    prefixes = ("cache: ", "to download: 6 files, ", "downloading ", "done ", "progress: ")
+    assert all(line.startswith(prefixes) for line in lines), lines
     assert sum(line.startswith("done ") for line in lines) == len(repo_files(Path("big")))
     assert f"downloaded huggingface:{HF_ID}" in result.stdout
 
@@ -282,6 +284,8 @@ def test_json_output_is_machine_readable(hub_env, repos, tmp_path):
     assert models[HF_ID]["status"] == "downloaded"
     assert models[HF_ID]["commit"] == repos["hf_commit"]
     assert models[HF_ID]["total_bytes"] == sum(len(content(v)) for v in repos["files"].values())
+    assert models[HF_ID]["missing_files"] == []
+    assert sorted(models[HF_ID]["downloaded_files"]) == sorted(repos["files"])
     assert models["acme/missing"]["status"] == "failed"
     assert "not found" in models["acme/missing"]["error"]
 
@@ -315,7 +319,7 @@ def test_modelscope_branch_that_moved_replaces_changed_files_of_equal_size(hub_e
     hub_env.hub.commit("modelscope", MS_ID, {"config.json": b'{"hidden_size": 9}'})  # same size, new bytes
     result = run_cli(hub_env.env, MS_ID, "--cache-dir", str(cache), "--include", "*.json", "--json")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["models"][0]["missing_files"] == ["config.json"]
+    assert json.loads(result.stdout)["models"][0]["downloaded_files"] == ["config.json"]
     folder = cache / "modelscope" / "models" / "iic--tiny-model" / "snapshots" / "master"
     assert (folder / "config.json").read_bytes() == b'{"hidden_size": 9}'
 
