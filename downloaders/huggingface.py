@@ -7,11 +7,17 @@ Layout written, as huggingface_hub itself writes it:
     hub/models--{org}--{name}/refs/{revision}              the commit a branch or tag resolved to
 A snapshot may also hold real files instead of symlinks (copied from an object store, where there are no links):
 those count as present, as huggingface_hub reads them too.
+What huggingface_hub also leaves there, which `cached()` reports for `rm` and `prune`:
+    hub/models--{org}--{name}/blobs/{etag}[.{random}].incomplete   its partial downloads (older versions: no random)
+    hub/models--{org}--{name}/blobs/tmp_{uuid}                      its permission probe, if killed in between
+    hub/.locks/models--{org}--{name}/{etag}.lock                    held while it writes that blob
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
@@ -19,6 +25,7 @@ import requests
 
 from runpod_model_manager import hub_http, validate
 from runpod_model_manager.errors import ModelError
+from runpod_model_manager.inventory import CachedModel, CachedRevision, HubPartial, entries
 from runpod_model_manager.layout import atomic_write_text, inside, relative_symlink
 from runpod_model_manager.remote import MalformedMetadata, RemoteFile, ResolvedModel, expect, member
 from runpod_model_manager.source import Downloader
@@ -28,6 +35,7 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 # the Hub may cut `siblings` short for larger repos (server-side caching): then the tree listing is used,
 # as huggingface_hub's snapshot_download did with the same threshold before it always listed the tree
 RELIABLE_SIBLINGS = 1000
+_PARTIAL = re.compile(r"^(?P<etag>[^.]+)(\.[0-9a-f]{8})?\.incomplete$|^tmp_[0-9a-f-]{36}$")
 
 
 def _endpoint() -> str:
@@ -184,6 +192,63 @@ class HuggingFaceDownloader(Downloader):
         """refs/<revision>, which names the commit a branch or tag resolved to (none for a commit itself)."""
         revision = model.spec.revision or self.default_revision
         return None if revision == model.commit else self.repo_dir(model.spec.repo_id) / "refs" / revision
+
+    # -- the volume ---------------------------------------------------------------------------------
+    def model_dirs(self, repo_id: str) -> tuple[Path, ...]:
+        folder = self.repo_dir(repo_id)
+        return folder, self.hub_dir / ".locks" / folder.name
+
+    def lock_folders(self) -> tuple[Path, ...]:
+        return (self.hub_dir / ".locks",)
+
+    def cached(self, repo_id: str | None = None) -> list[CachedModel]:
+        if repo_id is not None:
+            folders = [self.repo_dir(repo_id)]
+        else:
+            folders = [p for p in entries(self.hub_dir) if p.name.startswith("models--")]
+        return [model for folder in folders if (model := self._scan(folder))]
+
+    def _scan(self, folder: Path) -> CachedModel | None:
+        if not folder.is_dir() or folder.is_symlink():
+            return None
+        repo_id = folder.name.removeprefix("models--").replace("--", "/")
+        blobs_dir, locks_dir = folder / "blobs", self.hub_dir / ".locks" / folder.name
+        refs: dict[str, list[tuple[str, Path]]] = {}
+        for ref in sorted((folder / "refs").rglob("*")):
+            if ref.is_file() and not ref.is_symlink():
+                with contextlib.suppress(OSError, UnicodeDecodeError), open(ref, encoding="utf-8") as f:
+                    refs.setdefault(f.read(256).strip(), []).append((ref.relative_to(folder / "refs").as_posix(), ref))
+        revisions = []
+        for snapshot in entries(folder / "snapshots"):
+            if not snapshot.is_dir() or snapshot.is_symlink():
+                continue
+            used = set()
+            for link in snapshot.rglob("*"):
+                if link.is_symlink():  # the first hop only: a blob may itself point into a shared store
+                    target = Path(os.path.normpath(link.parent / os.readlink(link)))
+                    if target.parent == blobs_dir:  # anything else is not ours to count or remove
+                        used.add(target)
+            named = refs.get(snapshot.name, [])
+            revisions.append(
+                CachedRevision(
+                    snapshot.name,
+                    snapshot,
+                    tuple(name for name, _ in named),
+                    tuple(path for _, path in named),
+                    frozenset(used),
+                )
+            )
+        blobs, partials = set(), []
+        for entry in entries(blobs_dir):
+            match = _PARTIAL.match(entry.name)
+            if match:
+                lock = locks_dir / f"{match['etag']}.lock" if match["etag"] else None
+                partials.append(HubPartial(entry, lock))
+            elif entry.is_file() or entry.is_symlink():
+                blobs.add(entry)
+        locks = tuple(p for p in entries(locks_dir) if p.suffix == ".lock")
+        dirs = tuple(d for d in (folder, locks_dir) if d.is_dir())
+        return CachedModel(self.source, repo_id, dirs, tuple(revisions), frozenset(blobs), tuple(partials), locks)
 
 
 def _is_real_file(path: Path, size: int) -> bool:

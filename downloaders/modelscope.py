@@ -4,10 +4,18 @@ its native cache (MODELSCOPE_CACHE=<root>/modelscope).
 Layout written, as modelscope >= 1.38 (modelscope_hub) writes and reads it offline:
     models/{owner}--{name}/snapshots/{revision}/{path}     revision: the branch/tag/commit asked for ("master")
 The bytes are those of the pinned commit; the folder is named after the revision the consumer asks for.
+
+What modelscope also leaves in MODELSCOPE_CACHE, which `cached()` reports for `rm` and `prune`:
+    models/{owner}--{name}/snapshots/{revision}/{path}.incomplete    partial downloads (also .parallel_tmp,
+    models/{owner}--{name}/snapshots/{revision}/{path}_{start}_{end}  and the parts of a parallel download)
+    .lock/file_{sha256 of the repo id and path}.lock                  held while it writes that file
+    models/{owner}/{name with . as ___}/{path}                        modelscope <= 1.37 (also under hub/,
+    models/._____temp/{owner}/{name}/{path}                           and hub/{owner}/...); its partial files
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -17,12 +25,16 @@ import requests
 
 from runpod_model_manager import hub_http, validate
 from runpod_model_manager.errors import ModelError
+from runpod_model_manager.inventory import CachedModel, CachedRevision, HubPartial, entries
 from runpod_model_manager.remote import RemoteFile, ResolvedModel, expect, member
 from runpod_model_manager.source import Downloader
 from runpod_model_manager.specs import ModelSpec
 
 DEFAULT_ENDPOINT = "https://www.modelscope.cn"
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_PARTIAL = re.compile(r"^(?P<target>.+?)(\.incomplete|\.parallel_tmp|_(?P<start>\d+)_(?P<end>\d+))$")
+_MiB = 1 << 20
+LEGACY_TEMP = "._____temp"
 
 
 def _endpoint() -> str:
@@ -190,3 +202,78 @@ class ModelScopeDownloader(Downloader):
 
     def link(self, model: ResolvedModel, files: tuple[RemoteFile, ...]) -> None:
         """The files are written in place: nothing to link."""
+
+    # -- the volume ---------------------------------------------------------------------------------
+    @property
+    def base(self) -> Path:
+        return self.cache_root / "modelscope"
+
+    def _legacy_roots(self) -> tuple[Path, ...]:
+        """Where modelscope <= 1.37 kept `{owner}/{name}` folders, with its temporary folder in each."""
+        return self.base / "models", self.base / "hub" / "models", self.base / "hub"
+
+    def model_dirs(self, repo_id: str) -> tuple[Path, ...]:
+        owner, _, name = repo_id.partition("/")
+        legacy = [root / owner / name.replace(".", "___") for root in self._legacy_roots()]
+        temps = [root / LEGACY_TEMP / owner / name for root in self._legacy_roots()]
+        return (self.repo_dir(repo_id), *legacy, *temps)
+
+    def lock_folders(self) -> tuple[Path, ...]:
+        return (self.base / ".lock",)
+
+    def cached(self, repo_id: str | None = None) -> list[CachedModel]:
+        repo_ids = [repo_id] if repo_id is not None else self._repo_ids_on_disk()
+        return [model for rid in repo_ids if (model := self._scan(rid))]
+
+    def _repo_ids_on_disk(self) -> list[str]:
+        found = {p.name.replace("--", "/", 1) for p in entries(self.base / "models") if "--" in p.name}
+        for root in self._legacy_roots():
+            for owner in entries(root):
+                if "--" in owner.name or owner.name.startswith(".") or owner.name in ("models", "hub"):
+                    continue
+                found |= {f"{owner.name}/{p.name.replace('___', '.')}" for p in entries(owner) if p.is_dir()}
+        return sorted(found)
+
+    def _lock_of(self, repo_id: str, path: str) -> Path:
+        """modelscope_hub's lock for one file of a model (DownloadManager._lock_path)."""
+        key = "\0".join(("modelscope-hub-download-lock-v2", "file", "model", repo_id, path))
+        return self.base / ".lock" / f"file_{hashlib.sha256(key.encode()).hexdigest()}.lock"
+
+    def _scan(self, repo_id: str) -> CachedModel | None:
+        dirs = tuple(d for d in self.model_dirs(repo_id) if d.is_dir() and not d.is_symlink())
+        if not dirs:
+            return None
+        folder = self.repo_dir(repo_id)
+        revisions, partials, locks = [], [], set()
+        for snapshot in entries(folder / "snapshots"):
+            if snapshot.is_dir() and not snapshot.is_symlink():
+                revisions.append(CachedRevision(snapshot.name, snapshot, (snapshot.name,)))
+                for path in snapshot.rglob("*"):
+                    if path.is_dir() and not path.is_symlink():
+                        continue
+                    name = path.relative_to(snapshot).as_posix()
+                    partial = _partial_target(name)
+                    lock = self._lock_of(repo_id, partial or name)
+                    if partial is not None:
+                        partials.append(HubPartial(path, lock))
+                    if lock.exists():
+                        locks.add(lock)
+        for legacy in dirs[1:]:
+            if LEGACY_TEMP in legacy.parts:  # no lock: its age alone says whether it is abandoned
+                partials += [HubPartial(p) for p in legacy.rglob("*") if not p.is_dir() or p.is_symlink()]
+            else:
+                revisions.append(CachedRevision("legacy", legacy, ("legacy",)))
+        return CachedModel(
+            self.source, repo_id, dirs, tuple(revisions), frozenset(), tuple(partials), tuple(sorted(locks))
+        )
+
+
+def _partial_target(name: str) -> str | None:
+    """The file a partial download is for, or None if `name` is not a partial download's name. The parts of a
+    parallel download are `{path}_{start}_{end}`, starting at multiples of the part size (whole MiB)."""
+    match = _PARTIAL.match(name)
+    if match is None:
+        return None
+    if match["start"] is not None and (int(match["start"]) % _MiB or int(match["end"]) < int(match["start"])):
+        return None
+    return match["target"]

@@ -187,6 +187,10 @@ class LockFile:
         )
         return ResolvedModel(spec, entry["commit"], files)
 
+    def commits(self) -> set[tuple[str, str, str]]:
+        """(source, repo_id, commit) of every locked model."""
+        return {(e["source"], e["id"], e["commit"]) for e in self.entries.values()}
+
     def missing(self, specs) -> list[ModelSpec]:
         return [spec for spec in specs if _key(spec) not in self.entries]
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from runpod_model_manager.hub_http import MetadataLimits
+from runpod_model_manager.inventory import CachedModel
 from runpod_model_manager.remote import RemoteFile, ResolvedModel
 from runpod_model_manager.specs import ModelSpec
 
@@ -79,3 +80,16 @@ class Downloader(ABC):
     def request_headers(self) -> dict[str, str]:
         """Headers for file GETs (authentication)."""
         return {}
+
+    # -- the volume: what `list`, `rm` and `prune` see (no network) ---------------------------------
+    def model_dirs(self, repo_id: str) -> tuple[Path, ...]:
+        """Every folder that can hold files of this model in the native layout (no I/O)."""
+        return ()
+
+    def cached(self, repo_id: str | None = None) -> list[CachedModel]:
+        """The models of this source in the cache (only `repo_id` when given), whoever downloaded them."""
+        return []
+
+    def lock_folders(self) -> tuple[Path, ...]:
+        """Where the hub library keeps its lock files (`prune` removes those nobody holds)."""
+        return ()
