@@ -24,3 +24,8 @@ def command(cache_dir):
         for name, value in cls.env(cache.path).items():
             click.echo(f"export {name}={value}")
     click.echo("export HF_HUB_OFFLINE=1")
+    from runpod_model_manager.offline import runpod_hf_cache
+
+    click.echo("# RunPod's cached model (a Serverless endpoint's \"Model\" setting, one model per endpoint) is in")
+    click.echo(f"# {runpod_hf_cache()}: handler.py looks there after this cache; other code can set")
+    click.echo(f"# HF_HUB_CACHE={runpod_hf_cache()} to load it (see SERVERLESS_DEPLOYMENT.md)")
