@@ -1,7 +1,8 @@
 """How a run shows itself: rich progress bars on a TTY, plain lines for logs, nothing but JSON with --json.
 
 The reporter API, as the engine and the commands call it (all may be called from worker threads):
-    planned(files, nbytes)            once, before the first file: what the run will fetch
+    planned(files, nbytes)            once, before the first file: what the run will move (optional: without
+                                      it there is no total bar, and plain progress counts what is done so far)
     file_started / advance / file_done  per file (see transfer.Progress)
     info(line)   a line about the run (cache root, plan); hidden by -q and --json
     note(line)   retries and waits; shown on a TTY and in logs, with -q only under -v
@@ -83,7 +84,7 @@ class PlainReporter(Reporter):
     """Line-oriented output with no control codes: Docker build logs, `nohup` on a pod."""
 
     INTERVAL = 5.0
-    ACTION = "downloading"  # what file_started lines say
+    VERB = "download"  # downloading ..., downloaded ...
 
     def __init__(self, stream=None, verbose: bool = False):
         super().__init__(stream, verbose)
@@ -109,11 +110,11 @@ class PlainReporter(Reporter):
             self._files, self._bytes = files, nbytes
             self._started = self._last = time.monotonic()
         if files:
-            self._line(f"to download: {files} files, {human_bytes(nbytes)}")
+            self._line(f"to {self.VERB}: {files} files, {human_bytes(nbytes)}")
 
     def file_started(self, label: str, size: int, already: int) -> None:
         resume = f", resuming at {human_bytes(already)}" if already else ""
-        self._line(f"{self.ACTION} {label} ({human_bytes(size)}{resume})")
+        self._line(f"{self.VERB}ing {label} ({human_bytes(size)}{resume})")
 
     def advance(self, label: str, nbytes: int) -> None:
         with self._lock:
@@ -125,9 +126,12 @@ class PlainReporter(Reporter):
             done, total, files, files_done = self._done, self._bytes, self._files, self._files_done
             elapsed = now - self._started
         speed = human_bytes(done / elapsed if elapsed else 0)
+        if not files:  # the caller did not say what the run will move
+            self._line(f"progress: {human_bytes(done)} {self.VERB}ed so far, {files_done} files done, {speed}/s")
+            return
         percent = f" ({100 * done // total}%)" if total else ""
         self._line(
-            f"progress: {human_bytes(done)} of {human_bytes(total)} downloaded{percent}, "
+            f"progress: {human_bytes(done)} of {human_bytes(total)} {self.VERB}ed{percent}, "
             f"{files_done} of {files} files done, {speed}/s"
         )
 
@@ -140,7 +144,7 @@ class PlainReporter(Reporter):
 class PlainUploadReporter(PlainReporter):
     """The same lines for `push`."""
 
-    ACTION = "uploading"
+    VERB = "upload"
 
 
 class RichReporter(Reporter):

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from runpod_model_manager.reporting import PlainReporter, printable
+from runpod_model_manager.reporting import PlainReporter, PlainUploadReporter, printable
 from tests.cli_helpers import REPO_ROOT, assert_one_line_error, run_cli, run_python
 from tests.hub import HF, MS
 
@@ -91,6 +91,13 @@ def test_plain_progress_says_what_it_counts():
     assert lines[2].startswith("progress: 3.0 MB of 4.0 MB downloaded (75%), 0 of 2 files done, ")
     assert lines[-1].startswith("progress: 3.0 MB of 4.0 MB downloaded (75%), 1 of 2 files done, ")
     assert lines[-1].endswith("/s")
+    unplanned = io.StringIO()
+    reporter = PlainUploadReporter(unplanned)  # push does not say what it will move
+    reporter.INTERVAL = 0
+    reporter.file_started("org/name: a.bin", 3_000_000, 0)
+    reporter.advance("org/name: a.bin", 2_000_000)
+    assert unplanned.getvalue().splitlines()[0] == "uploading org/name: a.bin (3.0 MB)"
+    assert unplanned.getvalue().splitlines()[1].startswith("progress: 2.0 MB uploaded so far, 0 files done, ")
 
 
 def test_quiet_prints_the_summary_and_errors_only(hub_env, tmp_path):
