@@ -11,6 +11,7 @@ import click
 from cli import options
 from runpod_model_manager.cache import resolve_cache_root
 from runpod_model_manager.reporting import Reporter, human_bytes, printable
+from runpod_model_manager.specs import ModelSpec
 
 SIZES_ONLY = (
     "complete: every file is there with the size the hub published (contents not re-hashed: "
@@ -29,23 +30,32 @@ def command(cache_dir, lock_file, json_output, quiet, verbose):
     volume = options.volume(cache)
     on_disk = {(m.source, m.repo_id): m for m in volume.models()}
     rows = []
+
+    def add(project, spec: ModelSpec, size: int) -> None:
+        model, missing, present = manager.local_state(spec)
+        if model is None:
+            state = "not downloaded"
+        elif missing:
+            state = f"incomplete ({len(missing)} of {len(model.selected)} files missing)"
+        else:
+            state = "complete"
+        row = _row(project, spec.source, spec.repo_id, spec.revision, model and model.commit, state)
+        rows.append(row | {"bytes_on_disk": present, "size_bytes": size})
+
     for project in options.projects((), reporter):
         for spec in project.model_specs():
-            model, missing, present = manager.local_state(spec)
-            if model is None:
-                state = "not downloaded"
-            elif missing:
-                state = f"incomplete ({len(missing)} of {len(model.selected)} files missing)"
-            else:
-                state = "complete"
             cached = on_disk.get((spec.source, spec.repo_id))
-            rows.append(_row(project.name, spec.source, spec.repo_id, spec.revision, model and model.commit, state))
-            rows[-1] |= {"bytes_on_disk": present, "size_bytes": volume.size(cached) if cached else 0}
+            add(project.name, spec, volume.size(cached) if cached else 0)
     listed = {(r["source"], r["model"]) for r in rows}
-    for key, cached in sorted(on_disk.items()):
-        if key not in listed:
+    for (source, repo_id), cached in sorted(on_disk.items()):
+        if (source, repo_id) in listed:
+            continue
+        recorded = manager.records.refs(source, repo_id)  # the revisions this tool downloaded
+        for name in recorded:
+            add(None, ModelSpec(source, repo_id, name), volume.size(cached))
+        if not recorded:  # another tool's download (hf download, modelscope download): sizes only
             revisions = ",".join(r.name[:12] for r in cached.revisions) or None
-            rows.append(_row(None, cached.source, cached.repo_id, revisions, None, "in the cache, in no project"))
+            rows.append(_row(None, source, repo_id, revisions, None, "no record: not checked"))
             rows[-1] |= {"bytes_on_disk": None, "size_bytes": volume.size(cached)}
     sizes = {(r["source"], r["model"]): r["size_bytes"] for r in rows}
     total = sum(sizes.values())
