@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import click
@@ -19,10 +20,10 @@ def command(cache_dir):
 
     cache = resolve_cache_root(cache_dir)
     click.echo(f"# cache root: {cache.path} ({cache.reason})")
-    click.echo(f"export MODEL_CACHE_DIR={cache.path}")
+    click.echo(f"export MODEL_CACHE_DIR={shlex.quote(str(cache.path))}")
     for cls in downloader_classes().values():
         for name, value in cls.env(cache.path).items():
-            click.echo(f"export {name}={value}")
+            click.echo(f"export {name}={shlex.quote(str(value))}")
     click.echo("export HF_HUB_OFFLINE=1")
     from runpod_model_manager.offline import runpod_hf_cache
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -38,6 +39,9 @@ def handle_errors(func):
         except KeyboardInterrupt:
             click.echo("error: interrupted; run the same command again to resume.", err=True)
             sys.exit(130)
+        except BrokenPipeError:  # the reader went away (`| head`): nothing more to say, as other tools do
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+            sys.exit(EXIT_FAILED)
         except Exception as exc:  # a bug: still one line, with the traceback behind -v
             if kwargs.get("verbose"):
                 logging.exception("details")

@@ -106,21 +106,21 @@ def _print_results(results, dry_run, quiet, seconds):
     failed = [r for r in results if r.status == "failed"]
     if not quiet:
         for r in ok:
-            click.echo(_dry_line(r) if dry_run else _line(r))
+            options.emit(_dry_line(r) if dry_run else _line(r))
             for key in r.to_send:
-                click.echo(f"    {key}")
+                options.emit(f"    {key}")
     if dry_run:
-        click.echo(f"total to send: {human_bytes(sum(r.to_send_bytes for r in ok))}")
+        options.emit(f"total to send: {human_bytes(sum(r.to_send_bytes for r in ok))}")
     else:
         objects = sum(r.objects for r in ok)
         sent = f"{sum(r.sent_objects for r in ok)} sent ({human_bytes(sum(r.sent_bytes for r in ok))})"
         kept = f"{sum(r.skipped_objects for r in ok)} unchanged ({human_bytes(sum(r.skipped_bytes for r in ok))})"
         models = f"{len(ok)} model{'' if len(ok) == 1 else 's'}"
-        click.echo(f"{models}, {objects} objects: {sent}, {kept}, in {seconds:.1f} s")
+        options.emit(f"{models}, {objects} objects: {sent}, {kept}, in {seconds:.1f} s")
     for r in failed:
-        click.echo(f"FAILED {r.spec}: {r.error}", err=True)
+        options.emit(f"FAILED {r.spec}: {r.error}", err=True)
     if failed:
-        click.echo(f"{len(failed)} of {len(results)} models failed.", err=True)
+        options.emit(f"{len(failed)} of {len(results)} models failed.", err=True)
 
 
 def _line(r) -> str:

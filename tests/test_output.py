@@ -217,3 +217,18 @@ def test_verify_escapes_the_names_it_reports(hub_env, tmp_path):
     result = run_cli(hub_env.env, "verify", "hf:org/rtl", "--cache-dir", str(cache))
     assert result.returncode == 1
     assert "    evil\\u202etxt.exe: checksum" in result.stdout and "\u202e" not in result.stdout
+
+
+def test_env_lines_survive_eval_of_a_path_with_spaces_and_a_closed_pipe(hub_env, tmp_path):
+    cache = tmp_path / "my models"
+    script = (
+        f'eval "$({sys.executable} download_models.py env --cache-dir "$1")" && printf "%s\\n" "$HF_HOME"'
+        f' && {sys.executable} download_models.py env --cache-dir "$1" | head -n 1 >/dev/null'
+    )
+    env = {**hub_env.env, "PYTHONPATH": str(REPO_ROOT)}
+    result = subprocess.run(
+        ["bash", "-c", script, "bash", str(cache)], env=env, cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(cache / "huggingface")
+    assert result.stderr == ""  # the reader that stopped early (`head`) gets no error about its pipe
