@@ -146,6 +146,7 @@ class _Handler(BaseHTTPRequestHandler):
 
         route = self._route(req)
         route_name = route.name if route else f"{self.server.role}.unknown"
+        hub._in_flight(+1)
         if hub.faults.latency > 0:
             hub._sleep(hub.faults.latency)
         answer = hub.faults.take_answer(route_name, target)
@@ -174,6 +175,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             aborted = True
         finally:
+            hub._in_flight(-1)
             hub._record(
                 RequestRecord(
                     method=method,
@@ -335,6 +337,8 @@ class LocalHub:
         self.log: list[RequestRecord] = []
         self.bytes_by_file: Counter[tuple[str, str]] = Counter()
         self.total_bytes_sent = 0
+        self.peak_concurrency = 0  # most requests served at once (hub + CDN) since the counters were reset
+        self._serving = 0
         self.server_errors: list[str] = []
         self._port, self._cdn_port = port, cdn_port
         self._servers: list[_Server] = []
@@ -467,6 +471,11 @@ class LocalHub:
             if attribution is not None:
                 self.bytes_by_file[attribution] += rec.bytes_sent
 
+    def _in_flight(self, delta: int) -> None:
+        with self._lock:
+            self._serving += delta
+            self.peak_concurrency = max(self.peak_concurrency, self._serving)
+
     def count(self, route: str, method: str | None = None) -> int:
         with self._lock:
             return sum(n for (m, r), n in self.requests.items() if r == route and (method is None or m == method))
@@ -486,6 +495,7 @@ class LocalHub:
             self.log.clear()
             self.bytes_by_file.clear()
             self.total_bytes_sent = 0
+            self.peak_concurrency = self._serving
 
     def reset(self) -> None:
         """Forget repos, faults and counters (the servers keep running)."""
