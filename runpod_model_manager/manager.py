@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import shutil
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -292,12 +293,15 @@ class ModelManager:
             )
 
     def _run(self, jobs: list[_Job], plans: dict[int, list[Transfer]], engine: TransferEngine, force: bool) -> None:
-        owner: dict[Future, _Job] = {}
+        owner: dict[Future, tuple[Transfer, _Job]] = {}
+        finished: queue.SimpleQueue[Future] = queue.SimpleQueue()  # each future once, as it completes
         deferred: list[tuple[Transfer, _Job]] = []
         with ThreadPoolExecutor(max_workers=self.workers) as pool, engine.stop_on_error():
 
             def submit(t: Transfer, job: _Job, wait_for_lock: bool) -> None:
-                owner[pool.submit(self._fetch, engine, t, wait_for_lock, force)] = (t, job)
+                future = pool.submit(self._fetch, engine, t, wait_for_lock, force)
+                owner[future] = (t, job)
+                future.add_done_callback(finished.put)
 
             for job in jobs:
                 job.pending = len(plans[id(job)])
@@ -305,38 +309,38 @@ class ModelManager:
                     self._complete(job)
                 for t in plans[id(job)]:
                     submit(t, job, False)
-            while owner:
-                done, _ = wait(list(owner), return_when=FIRST_COMPLETED)
-                for future in done:
-                    t, job = owner.pop(future)
-                    try:
-                        job.result.transferred_bytes += future.result()
-                    except FileBusy:
-                        self.progress.note(f"{t.label}: another process is downloading it; waiting for it")
-                        deferred.append((t, job))
-                        continue
-                    except DiskFullError as exc:
-                        for f in owner:
-                            f.cancel()
-                        raise UserError(
-                            f"{exc.strerror}: free up space on {self.cache.path}, then run again "
-                            "(finished files are kept and partial ones resume)."
-                        ) from None
-                    except (TransferError, OSError) as exc:
-                        job.result.status = "failed"
-                        job.result.error = job.result.error or str(exc)
-                        job.failed.add(job.paths[id(t)])
-                    except Exception as exc:  # a bug must fail this model, not the whole run
-                        job.result.status = "failed"
-                        job.result.error = job.result.error or f"{t.label}: unexpected {type(exc).__name__}: {exc}"
-                        job.failed.add(job.paths[id(t)])
-                    job.pending -= 1
-                    if job.pending == 0 and job.result.status != "failed":
-                        self._complete(job)
-                if not owner and deferred:
+            while owner or deferred:
+                if not owner:  # what other processes held: wait for their locks now
                     for t, job in deferred:
                         submit(t, job, True)
                     deferred.clear()
+                # one hand-off per file: waiting on all the futures in flight each time costs O(files^2)
+                future = finished.get()
+                t, job = owner.pop(future)
+                try:
+                    job.result.transferred_bytes += future.result()
+                except FileBusy:
+                    self.progress.note(f"{t.label}: another process is downloading it; waiting for it")
+                    deferred.append((t, job))
+                    continue
+                except DiskFullError as exc:
+                    for f in owner:
+                        f.cancel()
+                    raise UserError(
+                        f"{exc.strerror}: free up space on {self.cache.path}, then run again "
+                        "(finished files are kept and partial ones resume)."
+                    ) from None
+                except (TransferError, OSError) as exc:
+                    job.result.status = "failed"
+                    job.result.error = job.result.error or str(exc)
+                    job.failed.add(job.paths[id(t)])
+                except Exception as exc:  # a bug must fail this model, not the whole run
+                    job.result.status = "failed"
+                    job.result.error = job.result.error or f"{t.label}: unexpected {type(exc).__name__}: {exc}"
+                    job.failed.add(job.paths[id(t)])
+                job.pending -= 1
+                if job.pending == 0 and job.result.status != "failed":
+                    self._complete(job)
 
     def _settle(self, job: _Job) -> None:
         """After the run: what was fetched, and what is still missing."""
