@@ -20,7 +20,9 @@ from runpod_model_manager.reporting import human_bytes, make_reporter
     "--verify", is_flag=True, help="Re-hash the files already on disk first; fetch again those that fail the check."
 )
 @click.option("--frozen", is_flag=True, help="Use only the lock file's commits; fail if it is missing or stale.")
-@click.option("--workers", type=click.IntRange(1, 64), help="Files fetched at once (default: 16).")
+@click.option(
+    "--workers", type=click.IntRange(1, 64), help="Files fetched at once (default: adapts to the files, up to 64)."
+)
 @click.option("--connections", type=click.IntRange(1, 64), help="Connections per large file (default: 8).")
 @options.common_options
 @options.handle_errors

@@ -29,7 +29,9 @@ from runpod_model_manager.specs import ModelSpec
 from runpod_model_manager.transfer import DiskFullError, EngineSettings, FileBusy, Progress, Transfer, TransferEngine
 
 RESOLVE_WORKERS = 8
-DEFAULT_WORKERS = 16  # files at once, across all models: latency-bound downloads of many small files
+# requests at once across all files when the worker count adapts: each request of a small file mostly waits
+# for the hub's latency, so many in flight pay off; a large file already opens several connections
+MAX_IN_FLIGHT = 64
 
 
 @dataclass
@@ -85,7 +87,7 @@ class ModelManager:
         frozen: bool = False,
         settings: EngineSettings | None = None,
         progress: Progress | None = None,
-        workers: int = DEFAULT_WORKERS,
+        workers: int | None = None,  # files at once; None: adapt to the files (adaptive_workers)
     ):
         self.cache = cache
         self.sources = sources  # source name -> Downloader class (downloaders.factory.get_downloader_class)
@@ -296,7 +298,8 @@ class ModelManager:
         owner: dict[Future, tuple[Transfer, _Job]] = {}
         finished: queue.SimpleQueue[Future] = queue.SimpleQueue()  # each future once, as it completes
         deferred: list[tuple[Transfer, _Job]] = []
-        with ThreadPoolExecutor(max_workers=self.workers) as pool, engine.stop_on_error():
+        workers = self.workers or adaptive_workers([engine.connections_for(t) for ts in plans.values() for t in ts])
+        with ThreadPoolExecutor(max_workers=workers) as pool, engine.stop_on_error():
 
             def submit(t: Transfer, job: _Job, wait_for_lock: bool) -> None:
                 future = pool.submit(self._fetch, engine, t, wait_for_lock, force)
@@ -383,6 +386,15 @@ class ModelManager:
             return
         if job.result.transferred_bytes or job.result.missing_files:
             job.result.status = "downloaded"
+
+
+def adaptive_workers(connections: list[int]) -> int:
+    """Files to fetch at once, given the connections each file to fetch opens: as many as keep about
+    MAX_IN_FLIGHT requests in flight (64 small files at once, one or a few large ones)."""
+    if not connections:
+        return 1
+    average = sum(connections) / len(connections)
+    return max(1, min(len(connections), round(MAX_IN_FLIGHT / average)))
 
 
 def _token_from_env(cls: type[Downloader]) -> str | None:

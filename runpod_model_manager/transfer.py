@@ -284,11 +284,18 @@ class TransferEngine:
         except validate.InvalidValue as exc:
             raise TransferError(f"{t.label}: refused the hub's metadata: {exc}") from None
 
-    def _plan(self, t: Transfer) -> list[_Part]:
+    def _part_count(self, t: Transfer) -> int:
         s = self.settings
+        return max(1, min(t.size // s.min_part_size, s.connections * PARTS_PER_CONNECTION))
+
+    def connections_for(self, t: Transfer) -> int:
+        """Requests at once the engine makes for `t`: one for a small file, up to `connections` for a large one."""
+        return min(self.settings.connections, self._part_count(t))
+
+    def _plan(self, t: Transfer) -> list[_Part]:
         # many parts, fetched in order: the finished prefix grows steadily (hashed as it grows) and a slow
         # connection holds up one small part, not a large share of the file
-        count = max(1, min(t.size // s.min_part_size, s.connections * PARTS_PER_CONNECTION))
+        count = self._part_count(t)
         step = -(-t.size // count) if t.size else 0
         return (
             [_Part(start, min(start + step, t.size)) for start in range(0, t.size, step)] if t.size else [_Part(0, 0)]

@@ -1,0 +1,53 @@
+"""The worker count adapts to the files, without a flag: many requests in flight for many small files, few
+files at once when each opens several connections. Observed as the most requests the hub served at once."""
+
+from __future__ import annotations
+
+from runpod_model_manager.cache import CacheRoot
+from runpod_model_manager.manager import MAX_IN_FLIGHT, ModelManager, adaptive_workers
+from runpod_model_manager.specs import parse_model_spec
+from runpod_model_manager.transfer import EngineSettings
+from tests.cli_helpers import run_cli
+from tests.hub import HF
+
+KiB = 1 << 10
+OLD_DEFAULT_WORKERS = 16
+
+
+def test_policy_many_small_files_many_at_once_few_large_ones():
+    assert adaptive_workers([1] * 300) == MAX_IN_FLIGHT
+    assert adaptive_workers([1] * 5) == 5
+    assert adaptive_workers([8]) == 1
+    assert adaptive_workers([8] * 20) == MAX_IN_FLIGHT // 8
+    assert adaptive_workers([]) == 1
+
+
+def test_many_small_files_get_many_requests_in_flight(hub_env, tmp_path):
+    hub = hub_env.hub
+    files = {f"shard_{i:03d}.json": b"x" * (1000 + i) for i in range(100)}
+    hub.add_repo(HF, "org/many", files)
+    hub.faults.latency = 0.3  # every request waits: only concurrency shortens the run
+    hub.reset_counters()
+    cache = tmp_path / "cache"
+    result = run_cli(hub_env.env, "hf:org/many", "--cache-dir", str(cache), "--lock-file", str(tmp_path / "no.lock"))
+    assert result.returncode == 0, result.stderr
+    assert hub.count("hf.resolve", "GET") == len(files)  # one request per file, each once
+    assert OLD_DEFAULT_WORKERS * 2 <= hub.peak_concurrency <= MAX_IN_FLIGHT
+
+
+def test_large_files_share_the_requests_in_flight(hub_env, tmp_path):
+    """12 files of 8 parts each: 8 files at once (64 requests), not 12 x 8 = 96 requests."""
+    hub = hub_env.hub
+    files = {f"model-{i:02d}.safetensors": bytes([i]) * (2048 * KiB) for i in range(12)}
+    hub.add_repo(HF, "org/big", files)
+    hub.faults.latency = 0.2
+    hub.reset_counters()
+    settings = EngineSettings(min_part_size=256 * KiB)  # 2 MiB files: 8 parts, 8 connections each
+    from downloaders.factory import get_downloader_class
+
+    (tmp_path / "cache").mkdir()
+    manager = ModelManager(CacheRoot(tmp_path / "cache", "test"), get_downloader_class, settings=settings)
+    [result] = manager.download([parse_model_spec("hf:org/big")])
+    assert result.status == "downloaded", result.error
+    assert hub.count("cdn.blob", "GET") == 12 * 8
+    assert settings.connections < hub.peak_concurrency <= MAX_IN_FLIGHT
