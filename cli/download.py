@@ -61,6 +61,8 @@ def command(
         results = manager.download(specs, dry_run=dry_run, force=force, verify=verify)
     finally:
         reporter.close()
+    if verbose and (breakdown := manager.times.summary()):
+        click.echo(breakdown, err=True)
     _print_results(results, dry_run, json_output, quiet)
     sys.exit(options.EXIT_FAILED if any(r.status == "failed" for r in results) else options.EXIT_OK)
 

@@ -26,6 +26,7 @@ from runpod_model_manager.remote import MalformedMetadata, RemoteFile, ResolvedM
 from runpod_model_manager.reporting import human_bytes
 from runpod_model_manager.source import Downloader
 from runpod_model_manager.specs import ModelSpec
+from runpod_model_manager.timings import PhaseTimes
 from runpod_model_manager.transfer import DiskFullError, EngineSettings, FileBusy, Progress, Transfer, TransferEngine
 
 RESOLVE_WORKERS = 8
@@ -100,6 +101,7 @@ class ModelManager:
         self.limits = MetadataLimits()
         self.records = Records(cache.state)
         stale_after()  # a bad RPMM_LOCK_STALE stops the run here, not in a worker
+        self.times = PhaseTimes()  # where the time per file went (-v)
         self._downloaders: dict[str, Downloader] = {}
         self._replace: set = set()  # files present but outdated: fetched again and swapped atomically
 
@@ -211,7 +213,7 @@ class ModelManager:
             if result.status != "failed":
                 jobs.append(_Job(resolved, downloader, result))
 
-        engine = TransferEngine(self.cache.state, self.settings, self.progress)
+        engine = TransferEngine(self.cache.state, self.settings, self.progress, times=self.times)
         if dry_run:
             plans = {id(job): self._plan(job, engine, force, verify) for job in jobs}
             for job in jobs:
@@ -296,7 +298,7 @@ class ModelManager:
 
     def _run(self, jobs: list[_Job], plans: dict[int, list[Transfer]], engine: TransferEngine, force: bool) -> None:
         owner: dict[Future, tuple[Transfer, _Job]] = {}
-        finished: queue.SimpleQueue[Future] = queue.SimpleQueue()  # each future once, as it completes
+        finished: queue.SimpleQueue[tuple[Future, float]] = queue.SimpleQueue()  # each future once, when done
         deferred: list[tuple[Transfer, _Job]] = []
         workers = self.workers or adaptive_workers([engine.connections_for(t) for ts in plans.values() for t in ts])
         with ThreadPoolExecutor(max_workers=workers) as pool, engine.stop_on_error():
@@ -304,7 +306,7 @@ class ModelManager:
             def submit(t: Transfer, job: _Job, wait_for_lock: bool) -> None:
                 future = pool.submit(self._fetch, engine, t, wait_for_lock, force)
                 owner[future] = (t, job)
-                future.add_done_callback(finished.put)
+                future.add_done_callback(lambda f: finished.put((f, time.perf_counter())))
 
             for job in jobs:
                 job.pending = len(plans[id(job)])
@@ -318,7 +320,8 @@ class ModelManager:
                         submit(t, job, True)
                     deferred.clear()
                 # one hand-off per file: waiting on all the futures in flight each time costs O(files^2)
-                future = finished.get()
+                future, done_at = finished.get()
+                self.times.lap("hand-off", done_at)
                 t, job = owner.pop(future)
                 try:
                     job.result.transferred_bytes += future.result()
@@ -379,8 +382,11 @@ class ModelManager:
 
     def _complete(self, job: _Job) -> None:
         try:
+            lap = time.perf_counter()
             job.downloader.link(job.model, job.model.selected)
+            lap = self.times.lap("link", lap)
             self.records.record(job.model, job.downloader.default_revision)
+            self.times.lap("records", lap)
         except (OSError, UnsafePathError) as exc:
             job.result.status, job.result.error = "failed", f"could not write the cache layout: {exc}"
             return

@@ -41,6 +41,7 @@ from .errors import TransferError
 from .hub_http import body_chunks, new_session
 from .layout import UnsafePathError, atomic_write_text, inside
 from .locks import Lock, LockBusy, LockCancelled
+from .timings import PhaseTimes
 
 MiB = 1 << 20
 CHUNK = MiB
@@ -213,6 +214,7 @@ class TransferEngine:
         settings: EngineSettings | None = None,
         progress: Progress | None = None,
         root: Path | None = None,
+        times: PhaseTimes | None = None,
     ):
         self.dir = Path(state_dir) / "incomplete"
         self.locks = Path(state_dir) / "locks"
@@ -221,6 +223,7 @@ class TransferEngine:
         self._folders_inside: set[Path] = set()  # folders found inside the root (layout.inside)
         self.settings = settings or EngineSettings()
         self.progress = progress or Progress()
+        self.times = times or PhaseTimes()  # where the time per file goes (-v)
         self._local = threading.local()
         self._routes: dict[str, str] = {}  # hub URL -> the URL it redirected to
         self._stopped = False
@@ -388,9 +391,11 @@ class TransferEngine:
         self._check(t)
         if t.is_complete and not force:
             return 0
+        lap = time.perf_counter()
         part_file, record, lock_path = self._paths(t)
         for folder in (self.dir, self.locks):  # here, not in __init__: a dry run writes nothing
             folder.mkdir(parents=True, exist_ok=True)
+        lap = self.times.lap("paths", lap)
         lock = Lock(lock_path)
         try:
             with self._cancel_event() as cancel:
@@ -399,6 +404,7 @@ class TransferEngine:
             raise FileBusy(t.label) from None
         except LockCancelled:
             raise _Cancelled(t.label) from None
+        self.times.lap("lock", lap)
         try:
             if t.is_complete and not force:  # another process finished it while we waited
                 part_file.unlink(missing_ok=True)  # what an interrupted earlier run of this file left
@@ -411,15 +417,19 @@ class TransferEngine:
                 record.unlink(missing_ok=True)
                 return self._fetch_locked(t, part_file, record, single=True)
         finally:
+            lap = time.perf_counter()
             lock.release()
+            self.times.lap("lock", lap)
 
     # -- internals ----------------------------------------------------------------------------------
     def _fetch_locked(self, t: Transfer, part_file: Path, record: Path, single: bool = False) -> int:
+        lap = time.perf_counter()
         parts = None if single else self._load_parts(t, part_file, record)
         if parts is None:
             parts = [_Part(0, t.size)] if single else self._plan(t)
             part_file.unlink(missing_ok=True)
             record.unlink(missing_ok=True)
+        lap = self.times.lap("resume records", lap)
         already = sum(p.done for p in parts)
         self.progress.file_started(t.label, t.size, already)
         fd = os.open(part_file, os.O_RDWR | os.O_CREAT, 0o644)
@@ -433,14 +443,18 @@ class TransferEngine:
             pending = [p for p in parts if p.remaining > 0]
             if len(pending) > 1 and not already:
                 recorder.save()  # the plan, so that a kill before the first interval still resumes
+            lap = self.times.lap("open", lap)
             with self._cancel_event() as cancel:
                 if len(pending) <= 1:
                     for part in pending:
                         self._fetch_part(t, fd, part, recorder, cancel)
                 else:
                     self._fetch_parts(t, fd, pending, recorder, cancel)
+            lap = self.times.lap("transfer", lap)  # requests and bodies, resume records written meanwhile
             os.fsync(fd)
+            lap = self.times.lap("fsync", lap)
             digest = hasher.digest() if hasher else None
+            lap = self.times.lap("checksum", lap)
         except BaseException:
             if hasher:
                 hasher.cancel()
@@ -454,6 +468,8 @@ class TransferEngine:
         finally:
             os.close(fd)
         self._finish(t, part_file, record, digest)
+        self.times.lap("rename", lap)
+        self.times.file_done()
         transferred = t.size - already
         self.progress.file_done(t.label, transferred)
         return transferred

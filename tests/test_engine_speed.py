@@ -1,5 +1,6 @@
-"""The worker count adapts to the files, without a flag: many requests in flight for many small files, few
-files at once when each opens several connections. Observed as the most requests the hub served at once."""
+"""Speed without a flag, asserted through behaviour: the worker count adapts to the files (many requests in
+flight for many small files, few files at once when each opens several connections; observed as the most
+requests the hub served at once), and -v says where the time per file went."""
 
 from __future__ import annotations
 
@@ -51,3 +52,18 @@ def test_large_files_share_the_requests_in_flight(hub_env, tmp_path):
     assert result.status == "downloaded", result.error
     assert hub.count("cdn.blob", "GET") == 12 * 8
     assert settings.connections < hub.peak_concurrency <= MAX_IN_FLIGHT
+
+
+def test_verbose_prints_where_the_time_per_file_went(hub_env, tmp_path):
+    hub_env.hub.add_repo(HF, "org/few", {f"f{i}.json": b"{}" * (i + 1) for i in range(3)})
+    args = ("hf:org/few", "--lock-file", str(tmp_path / "no.lock"))
+    quiet = run_cli(hub_env.env, *args, "--cache-dir", str(tmp_path / "a"))
+    verbose = run_cli(hub_env.env, *args, "--cache-dir", str(tmp_path / "b"), "-v")
+    assert quiet.returncode == verbose.returncode == 0, verbose.stderr
+    assert "per file" not in quiet.stderr
+    [line] = [ln for ln in verbose.stderr.splitlines() if ln.startswith("per file")]
+    assert line.startswith("per file (3 files fetched")
+    for phase in ("lock", "resume records", "transfer", "fsync", "checksum", "rename", "hand-off", "link"):
+        assert f" {phase} " in line, (phase, line)
+    again = run_cli(hub_env.env, *args, "--cache-dir", str(tmp_path / "b"), "-v")  # nothing to fetch
+    assert "per file" not in again.stderr
