@@ -22,7 +22,7 @@ import threading
 import time
 import unicodedata
 
-from .transfer import Progress
+from .progress import Progress
 
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 

@@ -41,6 +41,7 @@ from .errors import TransferError
 from .hub_http import body_chunks, new_session
 from .layout import UnsafePathError, atomic_write_text, inside
 from .locks import Lock, LockBusy, LockCancelled
+from .progress import Progress
 from .timings import PhaseTimes
 
 MiB = 1 << 20
@@ -124,21 +125,6 @@ class _Cancelled(TransferError):
 
     def __init__(self, label: str = ""):
         super().__init__(f"{label}: stopped" if label else "stopped")
-
-
-class Progress:
-    """What the engine reports; the CLI's reporters override what they show. Called from worker threads."""
-
-    def file_started(self, label: str, size: int, already: int) -> None: ...
-
-    def advance(self, label: str, nbytes: int) -> None: ...
-
-    def file_done(self, label: str, transferred: int) -> None: ...
-
-    def note(self, message: str) -> None: ...
-
-    def planned(self, files: int, nbytes: int) -> None:
-        """What the run is about to fetch, in all (called once, before the first file starts)."""
 
 
 @dataclass

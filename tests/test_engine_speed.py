@@ -8,7 +8,7 @@ from runpod_model_manager.cache import CacheRoot
 from runpod_model_manager.manager import MAX_IN_FLIGHT, ModelManager, adaptive_workers
 from runpod_model_manager.specs import parse_model_spec
 from runpod_model_manager.transfer import EngineSettings
-from tests.cli_helpers import run_cli
+from tests.cli_helpers import run_cli, run_python
 from tests.hub import HF
 
 KiB = 1 << 10
@@ -67,3 +67,17 @@ def test_verbose_prints_where_the_time_per_file_went(hub_env, tmp_path):
         assert f" {phase} " in line, (phase, line)
     again = run_cli(hub_env.env, *args, "--cache-dir", str(tmp_path / "b"), "-v")  # nothing to fetch
     assert "per file" not in again.stderr
+
+
+def test_help_imports_neither_the_http_stack_nor_rich(hub_env):
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from download_models import cli\n"
+        "assert CliRunner().invoke(cli, ['--help']).exit_code == 0\n"
+        "heavy = {'requests', 'urllib3', 'filelock', 'rich', 'huggingface_hub', 'modelscope', 'modelscope_hub'}\n"
+        "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))\n"
+    )
+    result = run_python(hub_env.env, code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
