@@ -33,7 +33,13 @@ def atomic_write_text(path: Path, text: str, durable: bool = True) -> None:
 
     `durable=False` skips the fsync, for files whose loss in an OS crash is harmless: an fsync can make the
     filesystem write back every other dirty file too (ext4's ordered journal), which stalls large downloads.
+    A file that already holds `text` is left alone: a warm run rewrites no record and waits for no fsync.
     """
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return
+    except (OSError, UnicodeDecodeError):
+        pass
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -81,3 +81,23 @@ def test_help_imports_neither_the_http_stack_nor_rich(hub_env):
     result = run_python(hub_env.env, code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_a_warm_run_rewrites_no_record(hub_env, tmp_path):
+    """Nothing to fetch: every record, ref and link stays the very file it was (no rewrite, no fsync)."""
+    hub = hub_env.hub
+    for source in (HF, "modelscope"):
+        hub.add_repo(source, "org/warm", {"config.json": b"{}", "w.safetensors": b"\0" * 2048})
+    cache = tmp_path / "cache"
+    args = ("hf:org/warm", "ms:org/warm", "--cache-dir", str(cache), "--lock-file", str(tmp_path / "no.lock"))
+    assert run_cli(hub_env.env, *args).returncode == 0
+
+    def written() -> dict[str, tuple[int, int]]:
+        return {
+            str(p): (p.lstat().st_ino, p.lstat().st_mtime_ns) for p in cache.rglob("*") if p.is_symlink() or p.is_file()
+        }
+
+    before = written()
+    assert any("/refs/" in p for p in before) and any("/manifests/" in p for p in before)
+    assert run_cli(hub_env.env, *args).returncode == 0
+    assert written() == before
