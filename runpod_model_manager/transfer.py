@@ -43,6 +43,7 @@ from .layout import UnsafePathError, atomic_write_text, inside
 from .locks import Lock, LockBusy, LockCancelled
 from .progress import Progress
 from .timings import PhaseTimes
+from .writeback import start_writeback
 
 MiB = 1 << 20
 CHUNK = MiB
@@ -465,8 +466,13 @@ class TransferEngine:
     ) -> None:
         """Fetch the parts in parallel; the first failure stops the others and is raised."""
         pool = ThreadPoolExecutor(max_workers=min(self.settings.connections, len(pending)))
+
+        def fetch(part: _Part) -> None:
+            self._fetch_part(t, fd, part, recorder, cancel)
+            start_writeback(fd, part.start, part.end - part.start)  # the fsync at the end waits for less
+
         try:
-            futures = [pool.submit(self._fetch_part, t, fd, p, recorder, cancel) for p in pending]
+            futures = [pool.submit(fetch, p) for p in pending]
             done, _ = wait(futures, return_when=FIRST_EXCEPTION)
             failures = [f.exception() for f in futures if f in done and f.exception() is not None]
             failed = next((e for e in failures if not isinstance(e, _Cancelled)), failures[0] if failures else None)
