@@ -57,10 +57,15 @@ def atomic_write_text(path: Path, text: str, durable: bool = True) -> None:
 
 def relative_symlink(target: Path, link: Path) -> None:
     """Point `link` at `target` with a relative symlink, replacing whatever is there atomically."""
-    link.parent.mkdir(parents=True, exist_ok=True)
     relative = os.path.relpath(target, link.parent)
-    if link.is_symlink() and os.readlink(link) == relative:
+    try:  # the common cases in one system call: a new link, or the same link already there
+        os.symlink(relative, link)
         return
+    except FileExistsError:
+        if link.is_symlink() and os.readlink(link) == relative:
+            return
+    except FileNotFoundError:  # its folder does not exist yet
+        link.parent.mkdir(parents=True, exist_ok=True)
     tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
     os.symlink(relative, tmp)

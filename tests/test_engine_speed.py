@@ -4,7 +4,10 @@ requests the hub served at once), and -v says where the time per file went."""
 
 from __future__ import annotations
 
+import os
+
 from runpod_model_manager.cache import CacheRoot
+from runpod_model_manager.layout import relative_symlink
 from runpod_model_manager.manager import MAX_IN_FLIGHT, ModelManager, adaptive_workers
 from runpod_model_manager.specs import parse_model_spec
 from runpod_model_manager.transfer import EngineSettings
@@ -101,3 +104,23 @@ def test_a_warm_run_rewrites_no_record(hub_env, tmp_path):
     assert any("/refs/" in p for p in before) and any("/manifests/" in p for p in before)
     assert run_cli(hub_env.env, *args).returncode == 0
     assert written() == before
+
+
+def test_relative_symlink_creates_keeps_and_replaces(tmp_path):
+    blobs = tmp_path / "blobs"
+    blobs.mkdir()
+    (blobs / "a").write_text("a")
+    (blobs / "b").write_text("b")
+    link = tmp_path / "snapshots" / "c1" / "sub" / "f.json"
+    relative_symlink(blobs / "a", link)  # its folders do not exist yet
+    assert os.readlink(link) == "../../../blobs/a" and link.read_text() == "a"
+    inode = link.lstat().st_ino
+    relative_symlink(blobs / "a", link)  # already right: left alone
+    assert link.lstat().st_ino == inode
+    relative_symlink(blobs / "b", link)  # points elsewhere: replaced
+    assert link.read_text() == "b"
+    link.unlink()
+    link.write_text("a copy")  # a regular file there: replaced by the link
+    relative_symlink(blobs / "a", link)
+    assert link.is_symlink() and link.read_text() == "a"
+    assert sorted(p.name for p in link.parent.iterdir()) == ["f.json"]  # no temporary file left
