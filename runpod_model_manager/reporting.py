@@ -150,6 +150,11 @@ class PlainUploadReporter(PlainReporter):
 class RichReporter(Reporter):
     """Progress bars per file and in total, with speed and ETA, each row as wide as the terminal at most."""
 
+    # rich redraws every bar each time one is added: bars for hundreds of small files made drawing the run's
+    # main cost (5.5 s instead of 1.1 s for 300 files of 20 KB). Those count in the total bar only.
+    FILE_BAR_MIN_SIZE = 1 << 20
+    FILE_BARS = 8  # at once
+
     def __init__(self, stream=None, verbose: bool = False):
         super().__init__(stream, verbose)
         from rich.console import Console
@@ -189,7 +194,8 @@ class RichReporter(Reporter):
 
     def file_started(self, label: str, size: int, already: int) -> None:
         with self._lock:
-            self._tasks[label] = self.bars.add_task(printable(label), total=size, completed=already)
+            if size >= self.FILE_BAR_MIN_SIZE and len(self._tasks) < self.FILE_BARS:
+                self._tasks[label] = self.bars.add_task(printable(label), total=size, completed=already)
 
     def advance(self, label: str, nbytes: int) -> None:
         task = self._tasks.get(label)

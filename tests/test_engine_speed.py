@@ -5,13 +5,16 @@ requests the hub served at once), and -v says where the time per file went."""
 from __future__ import annotations
 
 import os
+import pty
+import subprocess
+import sys
 
 from runpod_model_manager.cache import CacheRoot
 from runpod_model_manager.layout import relative_symlink
 from runpod_model_manager.manager import MAX_IN_FLIGHT, ModelManager, adaptive_workers
 from runpod_model_manager.specs import parse_model_spec
 from runpod_model_manager.transfer import EngineSettings
-from tests.cli_helpers import run_cli, run_python
+from tests.cli_helpers import REPO_ROOT, run_cli, run_python
 from tests.hub import HF
 
 KiB = 1 << 10
@@ -124,3 +127,38 @@ def test_relative_symlink_creates_keeps_and_replaces(tmp_path):
     relative_symlink(blobs / "a", link)
     assert link.is_symlink() and link.read_text() == "a"
     assert sorted(p.name for p in link.parent.iterdir()) == ["f.json"]  # no temporary file left
+
+
+def test_a_terminal_draws_bars_for_large_files_only(hub_env, tmp_path):
+    """Hundreds of small files would each add a bar (and a redraw of every bar): they count in the total."""
+    files = {f"small_{i:02d}.json": b'{"i": %d}' % i * 10 for i in range(40)}
+    hub_env.hub.add_repo(HF, "org/mixed", {**files, "model.safetensors": b"\1" * (3 << 20)})
+    args = ["hf:org/mixed", "--cache-dir", str(tmp_path / "cache"), "--lock-file", str(tmp_path / "no.lock")]
+    output = run_on_terminal(hub_env.env, args)
+    assert "model.safetensors" in output and "total" in output
+    assert "small_" not in output
+    assert "downloaded huggingface:org/mixed" in output
+
+
+def run_on_terminal(env: dict[str, str], args: list[str]) -> str:
+    """The CLI on a pseudo-terminal (rich progress bars), all it wrote."""
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "download_models.py"), *args],
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
+        env={**env, "COLUMNS": "120", "TERM": "xterm", "PYTHONPATH": str(REPO_ROOT)},
+        cwd=REPO_ROOT,
+    )
+    os.close(follower)
+    chunks = []
+    try:
+        while chunk := os.read(leader, 65536):
+            chunks.append(chunk)
+    except OSError:  # EIO: the terminal's other side closed
+        pass
+    finally:
+        os.close(leader)
+    assert proc.wait(timeout=120) == 0
+    return b"".join(chunks).decode(errors="replace")
