@@ -250,9 +250,12 @@ class ModelManager:
             self._replace |= {job.downloader.blob_path(job.model, f) for f in changed}
             missing += changed
         headers = job.downloader.request_headers()
-        transfers = []
+        transfers, planned = [], set()
         for file in missing:
             dest = job.downloader.blob_path(job.model, file)
+            if dest in planned:  # the same content under two names (one Hugging Face blob): fetched once
+                continue
+            planned.add(dest)
             transfers.append(
                 Transfer(file.url, dest, file.size, file.checksum, f"{job.model.spec.repo_id}: {file.path}", headers)
             )

@@ -162,3 +162,19 @@ def run_on_terminal(env: dict[str, str], args: list[str]) -> str:
         os.close(leader)
     assert proc.wait(timeout=120) == 0
     return b"".join(chunks).decode(errors="replace")
+
+
+def test_identical_files_of_a_model_are_fetched_once(hub_env, tmp_path):
+    """Two names for one content are one Hugging Face blob: one request, no wait on ourselves."""
+    same = b'{"shared": true}\n' * 20
+    files = {**{f"copy_{i}/config.json": same for i in range(6)}, "other.json": b"{}"}
+    hub_env.hub.add_repo(HF, "org/dups", files)
+    hub_env.hub.reset_counters()
+    cache = tmp_path / "cache"
+    result = run_cli(hub_env.env, "hf:org/dups", "--cache-dir", str(cache), "--lock-file", str(tmp_path / "no"), "-v")
+    assert result.returncode == 0, result.stderr
+    assert hub_env.hub.count("hf.resolve", "GET") == 2
+    assert "another process" not in result.stderr
+    assert "(2 files fetched" in result.stderr
+    snapshot = next((cache / "huggingface" / "hub" / "models--org--dups" / "snapshots").iterdir())
+    assert all((snapshot / path).read_bytes() == content for path, content in files.items())
