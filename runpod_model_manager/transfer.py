@@ -30,20 +30,21 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
-
-import requests
 
 from . import settings, validate
 from .checksums import PrefixHasher
 from .deadline import Deadline
 from .errors import TransferError
-from .hub_http import body_chunks, new_session
 from .layout import UnsafePathError, atomic_write_text, inside
 from .locks import Lock, LockBusy, LockCancelled
 from .progress import Progress
 from .timings import PhaseTimes
 from .writeback import start_writeback
+
+if TYPE_CHECKING:  # imported where a file is fetched: `list` and runs with nothing to fetch need neither
+    import requests
 
 MiB = 1 << 20
 CHUNK = MiB
@@ -526,6 +527,8 @@ class TransferEngine:
         return url, {k: v for k, v in t.headers.items() if k.lower() not in ("authorization", "cookie")}
 
     def _session(self) -> requests.Session:
+        from .hub_http import new_session
+
         session = getattr(self._local, "session", None)
         if session is None:
             session = self._local.session = new_session()
@@ -553,6 +556,10 @@ class TransferEngine:
                     raise _Cancelled(t.label) from None
 
     def _stream(self, t: Transfer, fd: int, part: _Part, recorder: _Recorder, cancel: threading.Event) -> None:
+        import requests
+
+        from .hub_http import body_chunks
+
         if cancel.is_set():
             raise _Cancelled(t.label)
         offset = part.start + part.done

@@ -4,10 +4,12 @@ requests the hub served at once), and -v says where the time per file went."""
 
 from __future__ import annotations
 
+import ast
 import os
 import pty
 import subprocess
 import sys
+from pathlib import Path
 
 from runpod_model_manager.cache import CacheRoot
 from runpod_model_manager.layout import relative_symlink
@@ -75,18 +77,50 @@ def test_verbose_prints_where_the_time_per_file_went(hub_env, tmp_path):
     assert "per file" not in again.stderr
 
 
-def test_help_imports_neither_the_http_stack_nor_rich(hub_env):
+HEAVY = ("requests", "urllib3", "filelock", "rich", "huggingface_hub", "modelscope", "modelscope_hub")
+
+
+def imported_by(env: dict[str, str], args: list[str]) -> list[str]:
+    """The heavy packages that running the CLI with `args` imports (in a fresh interpreter)."""
     code = (
         "import sys\n"
         "from click.testing import CliRunner\n"
         "from download_models import cli\n"
-        "assert CliRunner().invoke(cli, ['--help']).exit_code == 0\n"
-        "heavy = {'requests', 'urllib3', 'filelock', 'rich', 'huggingface_hub', 'modelscope', 'modelscope_hub'}\n"
-        "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))\n"
+        f"result = CliRunner().invoke(cli, {args!r})\n"
+        "assert result.exit_code == 0, result.output\n"
+        f"print(sorted(set({HEAVY!r}) & {{m.split('.')[0] for m in sys.modules}}))\n"
     )
-    result = run_python(hub_env.env, code)
+    result = run_python(env, code)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+    return ast.literal_eval(result.stdout)
+
+
+def test_start_up_imports_only_what_the_command_needs(hub_env, tmp_path):
+    """--help needs no HTTP stack and no rich; list and a warm run with a lock file fetch nothing, so they
+    import neither the HTTP stack nor the lock library."""
+    hub_env.hub.add_repo(HF, "org/warm", {"config.json": b"{}"})
+    cache, lock = str(tmp_path / "cache"), str(tmp_path / "models.lock")
+    project = tmp_path / "plugin"
+    write_project(project, "warmtest", ["huggingface('org/warm')"])
+    env = {**hub_env.env, "PYTHONPATH": str(project)}
+    assert run_cli(env, "lock", "--project", "warmtest", "--cache-dir", cache, "--lock-file", lock).returncode == 0
+    assert run_cli(env, "--project", "warmtest", "--cache-dir", cache, "--lock-file", lock).returncode == 0
+    assert imported_by(env, ["--help"]) == []
+    assert imported_by(env, ["list", "--cache-dir", cache, "--lock-file", lock]) == ["rich"]
+    warm = ["--project", "warmtest", "--cache-dir", cache, "--lock-file", lock, "-q"]
+    assert imported_by(env, warm) == []
+
+
+def write_project(folder: Path, name: str, models: list[str]) -> None:
+    """A project registered through an entry point of a throw-away distribution in `folder` (PYTHONPATH)."""
+    dist = folder / f"{name}-0.0.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.0.0\n")
+    (dist / "entry_points.txt").write_text(f"[runpod_model_manager.projects]\n{name} = {name}:Project\n")
+    (folder / f"{name}.py").write_text(
+        "from projects.base import BaseProject, huggingface, modelscope\n\n\n"
+        f"class Project(BaseProject):\n    name = {name!r}\n    models = ({', '.join(models)},)\n"
+    )
 
 
 def test_a_warm_run_rewrites_no_record(hub_env, tmp_path):
