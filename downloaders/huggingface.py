@@ -19,17 +19,19 @@ import contextlib
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
-import requests
-
-from runpod_model_manager import hub_http, validate
+from runpod_model_manager import validate
 from runpod_model_manager.errors import ModelError
 from runpod_model_manager.inventory import CachedModel, CachedRevision, HubPartial, entries
 from runpod_model_manager.layout import atomic_write_text, inside, relative_symlink
 from runpod_model_manager.remote import MalformedMetadata, RemoteFile, ResolvedModel, expect, member
 from runpod_model_manager.source import Downloader
 from runpod_model_manager.specs import ModelSpec
+
+if TYPE_CHECKING:
+    import requests
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 # the Hub may cut `siblings` short for larger repos (server-side caching): then the tree listing is used,
@@ -67,6 +69,8 @@ class HuggingFaceDownloader(Downloader):
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     def resolve(self, spec: ModelSpec, exact: bool = False) -> ResolvedModel:
+        from runpod_model_manager import hub_http  # here: `list` and warm runs need no HTTP stack
+
         # the request HfApi.model_info(files_metadata=True) sends, fetched with our limits: that call has none
         revision = spec.revision or self.default_revision
         url = f"{_endpoint()}/api/models/{spec.repo_id}/revision/{quote(revision, safe='')}"
@@ -100,6 +104,8 @@ class HuggingFaceDownloader(Downloader):
         """Every file of the commit from the paginated tree listing (HfApi.list_repo_tree's requests): pages
         are followed through their `Link: rel="next"` header, on the endpoint's own host only (the token goes
         with them), and together stay under RPMM_METADATA_MAX_BYTES."""
+        from runpod_model_manager import hub_http
+
         url: str | None = f"{_endpoint()}/api/models/{spec.repo_id}/tree/{quote(commit, safe='')}"
         params: dict | None = {"recursive": "true", "expand": "false"}
         files, spent, page = [], 0, 0
@@ -132,6 +138,8 @@ class HuggingFaceDownloader(Downloader):
         return tuple(files)
 
     def _fetch(self, spec: ModelSpec, url: str, params: dict | None) -> requests.Response:
+        from runpod_model_manager import hub_http
+
         try:
             response = hub_http.fetch(url, self.limits, params=params, headers=self.request_headers())
         except hub_http.HubUnreachable as exc:

@@ -19,16 +19,18 @@ import hashlib
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-import requests
-
-from runpod_model_manager import hub_http, validate
+from runpod_model_manager import validate
 from runpod_model_manager.errors import ModelError
 from runpod_model_manager.inventory import CachedModel, CachedRevision, HubPartial, entries
 from runpod_model_manager.remote import RemoteFile, ResolvedModel, expect, member
 from runpod_model_manager.source import Downloader
 from runpod_model_manager.specs import ModelSpec
+
+if TYPE_CHECKING:
+    import requests
 
 DEFAULT_ENDPOINT = "https://www.modelscope.cn"
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -82,6 +84,8 @@ class ModelScopeDownloader(Downloader):
 
     def _get(self, spec: ModelSpec, path: str, params: dict | None = None) -> tuple[object, int]:
         """The `Data` of an answer of the legacy API (as modelscope_hub's LegacyClient unwraps it) and its size."""
+        from runpod_model_manager import hub_http  # here: `list` and warm runs need no HTTP stack
+
         url = f"{_endpoint().rstrip('/')}/api/v1/models/{spec.repo_id}/{path}"
         try:
             response = hub_http.fetch(url, self.limits, params=params, headers=self.request_headers())

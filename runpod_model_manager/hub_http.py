@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 
 import requests
 import urllib3
@@ -19,8 +18,9 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.poolmanager import ProxyManager
 
-from . import deadline, settings
+from . import deadline
 from .remote import MalformedMetadata
+from .settings import MetadataLimits
 
 
 class _Watched:
@@ -94,16 +94,6 @@ def body_chunks(response: requests.Response, size: int) -> Iterator[bytes]:
             yield chunk
     except urllib3.exceptions.HTTPError as exc:
         raise next(ours for theirs, ours in _ERRORS if isinstance(exc, theirs))(exc) from exc
-
-
-@dataclass(frozen=True)
-class MetadataLimits:
-    """Limits of one metadata request; defaults from the RPMM_* variables in settings.py."""
-
-    connect_timeout: float = field(default_factory=lambda: settings.number("RPMM_CONNECT_TIMEOUT"))
-    read_timeout: float = field(default_factory=lambda: settings.number("RPMM_STALL_TIMEOUT"))
-    deadline: float = field(default_factory=lambda: settings.number("RPMM_METADATA_TIMEOUT"))
-    max_bytes: int = field(default_factory=lambda: settings.number("RPMM_METADATA_MAX_BYTES"))
 
 
 class HubUnreachable(Exception):

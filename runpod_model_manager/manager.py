@@ -17,13 +17,13 @@ from runpod_model_manager import remote, validate
 from runpod_model_manager.cache import CacheRoot
 from runpod_model_manager.checksums import file_digest
 from runpod_model_manager.errors import ModelError, TransferError, UserError
-from runpod_model_manager.hub_http import MetadataLimits
 from runpod_model_manager.layout import UnsafePathError, inside
 from runpod_model_manager.lockfile import LockFile
 from runpod_model_manager.locks import Lock, stale_after
 from runpod_model_manager.records import Records
 from runpod_model_manager.remote import MalformedMetadata, RemoteFile, ResolvedModel
 from runpod_model_manager.reporting import human_bytes
+from runpod_model_manager.settings import MetadataLimits
 from runpod_model_manager.source import Downloader
 from runpod_model_manager.specs import ModelSpec
 from runpod_model_manager.timings import PhaseTimes

@@ -40,7 +40,7 @@ one-line error naming the variable (`inf`, `nan`, `1e309` and a zero timeout are
 from __future__ import annotations
 
 import os
-from dataclasses import field
+from dataclasses import dataclass, field
 
 from .errors import UserError
 
@@ -89,6 +89,16 @@ def number(name: str):
 def setting(name: str):
     """A dataclass field whose default is read from the RPMM_* variable `name` when an instance is made."""
     return field(default_factory=lambda: number(name))
+
+
+@dataclass(frozen=True)
+class MetadataLimits:
+    """Limits of one metadata request (hub_http.fetch), from the RPMM_* variables above."""
+
+    connect_timeout: float = setting("RPMM_CONNECT_TIMEOUT")
+    read_timeout: float = setting("RPMM_STALL_TIMEOUT")
+    deadline: float = setting("RPMM_METADATA_TIMEOUT")
+    max_bytes: int = setting("RPMM_METADATA_MAX_BYTES")
 
 
 def flag(name: str, default: bool) -> bool:

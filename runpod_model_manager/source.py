@@ -13,9 +13,9 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import ClassVar
 
-from runpod_model_manager.hub_http import MetadataLimits
 from runpod_model_manager.inventory import CachedModel
 from runpod_model_manager.remote import RemoteFile, ResolvedModel
+from runpod_model_manager.settings import MetadataLimits
 from runpod_model_manager.specs import ModelSpec
 
 
