@@ -100,11 +100,12 @@ def _print_results(results, dry_run, json_output, quiet):
 
 def _summary(results, dry_run) -> str:
     ok = [r for r in results if r.status != "failed"]
+    models = f"{len(results)} model{'' if len(results) == 1 else 's'}"
     failed = f", {len(results) - len(ok)} failed" if len(ok) < len(results) else ""
     if dry_run:
         todo = [r for r in ok if r.missing_files]
         total = human_bytes(sum(r.missing_bytes for r in todo))
-        return f"{len(results)} models: {len(ok) - len(todo)} complete, {len(todo)} to download ({total}){failed}"
+        return f"{models}: {len(ok) - len(todo)} complete, {len(todo)} to download ({total}){failed}"
     fetched = [r for r in ok if r.status == "downloaded"]
     moved = human_bytes(sum(r.transferred_bytes for r in fetched))
-    return f"{len(results)} models: {len(ok) - len(fetched)} complete, {len(fetched)} downloaded ({moved}){failed}"
+    return f"{models}: {len(ok) - len(fetched)} complete, {len(fetched)} downloaded ({moved}){failed}"

@@ -74,7 +74,7 @@ def test_every_line_fits_an_80_column_terminal(hub_env, tmp_path):
     assert not [line for line in lines if "0/0" in line]  # no empty total bar
     first_total = next(i for i, line in enumerate(lines) if line.startswith("total"))
     assert any(line.startswith("cache:") for line in lines[:first_total])
-    assert any(line.startswith("1 models: 0 complete, 1 downloaded") for line in lines)
+    assert any(line.startswith("1 model: 0 complete, 1 downloaded") for line in lines)
 
 
 def test_plain_progress_says_what_it_counts():
@@ -104,7 +104,7 @@ def test_quiet_prints_the_summary_and_errors_only(hub_env, tmp_path):
     hub_env.hub.add_repo(HF, "org/q", {"a.txt": b"a"})
     result = run_cli(hub_env.env, "hf:org/q", "-q", "--cache-dir", str(tmp_path / "c"))
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "1 models: 0 complete, 1 downloaded (1 B)\n"
+    assert result.stdout == "1 model: 0 complete, 1 downloaded (1 B)\n"
     assert result.stderr == ""
     failed = run_cli(hub_env.env, "hf:org/q", "hf:org/none", "-q", "--cache-dir", str(tmp_path / "c"))
     assert failed.stdout == "2 models: 1 complete, 0 downloaded (0 B), 1 failed\n"
@@ -119,7 +119,7 @@ def test_dry_run_of_a_complete_model_says_complete_and_specs_print_once(hub_env,
     assert dry.returncode == 0, dry.stderr
     assert "complete       modelscope:org/done@master (1 files, 1 B)" in dry.stdout
     assert "would download" not in dry.stdout and "@ master" not in dry.stdout
-    assert "1 models: 1 complete, 0 to download (0 B)" in dry.stdout
+    assert "1 model: 1 complete, 0 to download (0 B)" in dry.stdout
 
 
 def test_a_lock_file_in_the_working_directory_says_it_pins(hub_env, tmp_path):
