@@ -140,13 +140,8 @@ class HuggingFaceDownloader(Downloader):
     def _fetch(self, spec: ModelSpec, url: str, params: dict | None) -> requests.Response:
         from runpod_model_manager import hub_http
 
-        try:
-            response = hub_http.fetch(url, self.limits, params=params, headers=self.request_headers())
-        except hub_http.HubUnreachable as exc:
-            reason = f"could not reach {_endpoint()} ({exc}); check the network or HF_ENDPOINT."
-            raise ModelError(str(spec), reason) from None
-        except hub_http.AnswerTooLarge as exc:
-            raise ModelError(str(spec), str(exc)) from None
+        endpoint = (_endpoint(), "HF_ENDPOINT")
+        response = hub_http.fetch_for_model(str(spec), url, self.limits, endpoint, params, self.request_headers())
         if response.status_code != 200:
             raise ModelError(str(spec), self._explain(response, spec))
         return response

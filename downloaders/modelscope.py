@@ -87,13 +87,8 @@ class ModelScopeDownloader(Downloader):
         from runpod_model_manager import hub_http  # here: `list` and warm runs need no HTTP stack
 
         url = f"{_endpoint().rstrip('/')}/api/v1/models/{spec.repo_id}/{path}"
-        try:
-            response = hub_http.fetch(url, self.limits, params=params, headers=self.request_headers())
-        except hub_http.HubUnreachable as exc:
-            reason = f"could not reach {_endpoint()} ({exc}); check the network or MODELSCOPE_ENDPOINT."
-            raise ModelError(str(spec), reason) from None
-        except hub_http.AnswerTooLarge as exc:
-            raise ModelError(str(spec), str(exc)) from None
+        endpoint = (_endpoint(), "MODELSCOPE_ENDPOINT")
+        response = hub_http.fetch_for_model(str(spec), url, self.limits, endpoint, params, self.request_headers())
         if response.status_code >= 400:
             raise ModelError(str(spec), self._explain(response, spec))
         body = expect(hub_http.json_of(response), dict, "the answer")

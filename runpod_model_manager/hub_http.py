@@ -19,6 +19,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.poolmanager import ProxyManager
 
 from . import deadline
+from .errors import ModelError
 from .remote import MalformedMetadata
 from .settings import MetadataLimits
 
@@ -142,6 +143,25 @@ def fetch(
     if failure:
         raise HubUnreachable(failure)
     return response
+
+
+def fetch_for_model(
+    model: str,
+    url: str,
+    limits: MetadataLimits,
+    endpoint: tuple[str, str],
+    params: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> requests.Response:
+    """`fetch` for one model's metadata: a hub that cannot be reached or answers too much fails that model
+    (ModelError). `endpoint` is the hub's address and the variable that sets it, named in the error."""
+    try:
+        return fetch(url, limits, params=params, headers=headers)
+    except HubUnreachable as exc:
+        address, variable = endpoint
+        raise ModelError(model, f"could not reach {address} ({exc}); check the network or {variable}.") from None
+    except AnswerTooLarge as exc:
+        raise ModelError(model, str(exc)) from None
 
 
 def _read(response: requests.Response, limits: MetadataLimits, limit: deadline.Deadline) -> bytes:
