@@ -30,9 +30,8 @@ started = time.perf_counter()
 import handler
 from inference import tasks
 imported = time.perf_counter()
-tasks.silero_vad()
 tasks.speaker_segmentation()
-tasks.voice_encoder()
+tasks.speaker_embedding()
 loaded = time.perf_counter()
 job = {"id": "bench", "input": {"task": "speaker_diarization", "audio_base64": open(sys.argv[1]).read()}}
 assert "error" not in handler.handler(job)

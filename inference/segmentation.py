@@ -155,9 +155,11 @@ class SpeakerSegmentation:
         return scores - np.log(np.exp(scores).sum(axis=-1, keepdims=True))
 
 
-def local_speakers(log_probabilities: np.ndarray, speech_bias: float = 0.0) -> np.ndarray:
+def local_speakers(log_probabilities: np.ndarray, speech_bias: float = 0.0, overlap_bias: float = 0.0) -> np.ndarray:
     """(..., 7) powerset log-probabilities -> (..., 3) booleans: the most probable class's speakers, with
-    `speech_bias` added to the log-odds of every class but silence (above 0: quieter speech is kept)."""
+    `speech_bias` added to the log-odds of every class but silence and `overlap_bias` to those of the
+    two-speaker classes (above 0: quieter and overlapping speech is kept)."""
     biased = log_probabilities.copy()
     biased[..., 0] -= speech_bias
+    biased[..., POWERSET.sum(axis=1) == 2] += overlap_bias
     return POWERSET[np.argmax(biased, axis=-1)]

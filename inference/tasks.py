@@ -9,17 +9,11 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from projects.speaker_diarization import (
-    SEGMENTATION,
-    SEGMENTATION_FILE,
-    SILERO_VAD,
-    SILERO_VAD_FILE,
-    VOICE_ENCODER,
-    VOICE_ENCODER_FILE,
-)
+from projects.speaker_diarization import SEGMENTATION, SEGMENTATION_FILE, SPEAKER_EMBEDDING, SPEAKER_EMBEDDING_FILE
 from runpod_model_manager.offline import local_model_path
 from runpod_model_manager.specs import ModelSpec
 
+from .campplus import CamPlusPlus
 from .diarization import DEFAULT_DISTANCE_THRESHOLD, diarize
 from .errors import InputError, ModelUnavailableError
 from .request import (
@@ -31,8 +25,7 @@ from .request import (
     reject_unknown_fields,
 )
 from .segmentation import SpeakerSegmentation
-from .silero_vad import DEFAULT_THRESHOLD, SileroVad
-from .voice_encoder import VoiceEncoder
+from .vad import DEFAULT_THRESHOLD, speech_segments
 
 MAX_SPEAKERS = 20
 MAX_DISTANCE_THRESHOLD = 2.0  # cosine distance lies in [0, 2]
@@ -52,18 +45,13 @@ def _model_file(spec: ModelSpec, relative_path: str) -> Path:
 
 
 @functools.cache
-def silero_vad() -> SileroVad:
-    return SileroVad(_model_file(SILERO_VAD, SILERO_VAD_FILE))
-
-
-@functools.cache
 def speaker_segmentation() -> SpeakerSegmentation:
     return SpeakerSegmentation.from_checkpoint(_model_file(SEGMENTATION, SEGMENTATION_FILE))
 
 
 @functools.cache
-def voice_encoder() -> VoiceEncoder:
-    return VoiceEncoder.from_checkpoint(_model_file(VOICE_ENCODER, VOICE_ENCODER_FILE))
+def speaker_embedding() -> CamPlusPlus:
+    return CamPlusPlus.from_checkpoint(_model_file(SPEAKER_EMBEDDING, SPEAKER_EMBEDDING_FILE))
 
 
 def vad(job_input: dict) -> dict:
@@ -71,8 +59,8 @@ def vad(job_input: dict) -> dict:
     reject_unknown_fields(job_input, ("task", *AUDIO_FIELDS, "threshold"))
     threshold = optional_float(job_input, "threshold", 0.0, 1.0, DEFAULT_THRESHOLD)
     source = audio_source(job_input)
-    model = silero_vad()
-    segments = model.speech_segments(load_audio(source), threshold)
+    segmentation = speaker_segmentation()
+    segments = speech_segments(load_audio(source), segmentation, threshold)
     return {"segments": [{"start": s.start, "end": s.end} for s in segments]}
 
 
@@ -91,7 +79,7 @@ def speaker_diarization(job_input: dict) -> dict:
         raise InputError("min_speakers must not be greater than max_speakers.")
     threshold = optional_float(job_input, "threshold", 0.0, MAX_DISTANCE_THRESHOLD, DEFAULT_DISTANCE_THRESHOLD)
     source = audio_source(job_input)
-    segmentation, encoder = speaker_segmentation(), voice_encoder()
+    segmentation, encoder = speaker_segmentation(), speaker_embedding()
     audio = load_audio(source)
     turns = diarize(
         audio, segmentation, encoder, num_speakers or min_speakers or 1, num_speakers or max_speakers, threshold

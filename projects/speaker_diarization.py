@@ -1,16 +1,11 @@
 """Speaker diarization and voice activity detection.
 
-handler.py serves two tasks from this project with torch-free inference (inference/tasks.py):
-Silero VAD on onnxruntime for `vad`; pyannote's segmentation-3.0 and Resemblyzer's voice encoder, both
-ported to numpy, plus clustering for `speaker_diarization`.
+handler.py serves two tasks from this project with torch-free inference (inference/tasks.py): pyannote's
+segmentation-3.0 (ported to numpy) finds the speech for `vad`; with 3D-Speaker's CAM++ speaker embeddings
+(ported to numpy) and clustering it does `speaker_diarization`.
 """
 
 from projects.base import BaseProject, huggingface, modelscope
-
-# Silero VAD's own `silero_vad.onnx` (v5 interface: input, state, sr), as published in
-# snakers4/silero-vad's src/silero_vad/data and mirrored unchanged here.
-SILERO_VAD = huggingface("deepghs/silero-vad-onnx", include=("silero_vad.onnx",))
-SILERO_VAD_FILE = "silero_vad.onnx"
 
 # pyannote's speaker segmentation model (MIT): the PyTorch Lightning checkpoint the numpy port reads
 # (sha256 da85c298...29298, commit e66f3d3b). The repository is gated: accept its conditions on Hugging
@@ -18,9 +13,12 @@ SILERO_VAD_FILE = "silero_vad.onnx"
 SEGMENTATION = huggingface("pyannote/segmentation-3.0", include=("pytorch_model.bin",))
 SEGMENTATION_FILE = "pytorch_model.bin"
 
-# Resemblyzer's pretrained GE2E voice encoder (`resemblyzer/pretrained.pt`, sha256 39373b86...f134e).
-VOICE_ENCODER = huggingface("Gaphy/EmoCorrector", include=("resemblyzer/pretrained.pt",))
-VOICE_ENCODER_FILE = "resemblyzer/pretrained.pt"
+# 3D-Speaker's CAM++ speaker embedding model (Apache-2.0), trained on 200k Chinese and English speakers: the
+# state dict the numpy port reads (sha256 92f29b94...840199), published by Alibaba's Tongyi lab (iic).
+SPEAKER_EMBEDDING = modelscope(
+    "iic/speech_campplus_sv_zh_en_16k-common_advanced", include=("campplus_cn_en_common.pt",)
+)
+SPEAKER_EMBEDDING_FILE = "campplus_cn_en_common.pt"
 
 # The FunASR pipeline (CAM++ diarization, FSMN VAD, CAM++ speaker verification); handler.py does not
 # use these: they are for users who run the FunASR stack (funasr + torch) on the same cache.
@@ -33,14 +31,14 @@ FUNASR_MODELS = (
 
 
 class SpeakerDiarization(BaseProject):
-    """Who spoke when. `vad` uses SILERO_VAD, `speaker_diarization` SEGMENTATION and VOICE_ENCODER; the four
-    ModelScope FunASR models are downloaded for users with the FunASR stack."""
+    """Who spoke when. `vad` uses SEGMENTATION, `speaker_diarization` SEGMENTATION and SPEAKER_EMBEDDING; the
+    four ModelScope FunASR models are downloaded for users with the FunASR stack."""
 
     name = "speaker_diarization"
     description = (
-        "Silero VAD, pyannote segmentation + Resemblyzer speaker diarization (served by handler.py), and FunASR models"
+        "pyannote segmentation VAD, segmentation + CAM++ speaker diarization (served by handler.py), and FunASR models"
     )
-    models = (SILERO_VAD, SEGMENTATION, VOICE_ENCODER, *FUNASR_MODELS)
+    models = (SEGMENTATION, SPEAKER_EMBEDDING, *FUNASR_MODELS)
     tasks = {
         "vad": "inference.tasks:vad",
         "speaker_diarization": "inference.tasks:speaker_diarization",

