@@ -57,10 +57,10 @@ class SpeakerTurn:
     speaker: str
 
 
-def chunk_starts(n_samples: int) -> list[int]:
-    """Sample offsets of the chunks: every CHUNK_STEP_FRAMES frames, the last one ending at the audio's end."""
+def chunk_starts(n_samples: int, step_frames: int = CHUNK_STEP_FRAMES) -> list[int]:
+    """Sample offsets of the chunks: every step_frames frames, the last one ending at the audio's end."""
     last = max(0, n_samples - CHUNK_SAMPLES)
-    starts = list(range(0, last + 1, CHUNK_STEP_FRAMES * FRAME_SAMPLES))
+    starts = list(range(0, last + 1, step_frames * FRAME_SAMPLES))
     if starts[-1] < last:
         starts.append(-(-last // FRAME_SAMPLES) * FRAME_SAMPLES)
     return starts
