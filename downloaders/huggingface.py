@@ -82,7 +82,7 @@ class HuggingFaceDownloader(Downloader):
         except validate.InvalidValue as exc:
             raise MalformedMetadata(str(exc)) from None
         if member(info, "gated", (bool, str), "gated", optional=True) and not self.token:
-            raise ModelError(str(spec), self._gated_hint())
+            raise ModelError(str(spec), self._gated_hint(spec))
         siblings = member(info, "siblings", list, "siblings")
         if not 0 < len(siblings) <= RELIABLE_SIBLINGS:
             return ResolvedModel(spec, commit, self._tree(spec, commit))
@@ -146,16 +146,17 @@ class HuggingFaceDownloader(Downloader):
             raise ModelError(str(spec), self._explain(response, spec))
         return response
 
-    def _gated_hint(self) -> str:
+    def _gated_hint(self, spec: ModelSpec) -> str:
+        page = f"{_endpoint()}/{spec.repo_id}"
         if self.token:
-            return "this repository is gated and the token has no access to it: accept its terms on the Hub."
-        return "this repository is gated: accept its terms on the Hub, then pass --token or set HF_TOKEN."
+            return f"this repository is gated and the token has no access to it: accept its conditions at {page}."
+        return f"this repository is gated: accept its conditions at {page}, then pass --token or set HF_TOKEN."
 
     def _explain(self, response: requests.Response, spec: ModelSpec) -> str:
         """The Hub's error protocol, as huggingface_hub's hf_raise_for_status reads it: X-Error-Code first."""
         status, code = response.status_code, response.headers.get("X-Error-Code")
         if code == "GatedRepo":
-            return self._gated_hint()
+            return self._gated_hint(spec)
         if code == "RevisionNotFound":
             return f"revision '{spec.revision}' not found: give an existing branch, tag or commit."
         refused_token = response.headers.get("X-Error-Message") == "Invalid credentials in Authorization header"
