@@ -114,7 +114,7 @@ def main() -> None:
     print(f"| {'step':<38} | median ms | min ms  | max ms  |")
     print(f"|{'-' * 40}|{'-' * 11}|{'-' * 9}|{'-' * 9}|")
     print(row("cold start: import handler", imports))
-    print(row("cold start: load the three models", loads))
+    print(row("cold start: load the two models", loads))
     print(row("cold start: import + load", [a + b for a, b in zip(imports, loads, strict=True)]))
     print(row(f"cold: first diarization, {AUDIO_SECONDS} s audio", first_requests))
     print(row(f"vad, {AUDIO_SECONDS} s audio", vad))
