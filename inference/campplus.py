@@ -29,7 +29,6 @@ LOG_FLOOR = np.finfo(np.float32).eps  # Kaldi's and torchaudio's
 BN_EPS = 1e-5  # torch.nn.BatchNorm's
 BLOCKS = ((12, 1), (24, 2), (16, 2))  # (layers, dilation) of the three dense TDNN blocks
 CONTEXT_SEGMENT = 100  # frames per segment of the context-aware mask's segment pooling
-EMBEDDING_SIZE = 192
 GROWTH = 32  # channels each dense TDNN layer adds
 FEATURE_SIZE = 512  # channels of the frame features that are pooled
 
@@ -127,8 +126,7 @@ def _conv2d(x: np.ndarray, weight: np.ndarray, stride: int) -> np.ndarray:
 
 class CamPlusPlus:
     def __init__(self, state: dict[str, np.ndarray]):
-        self.state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
-        s = self.state
+        s = state
         self.head = self._head(s)
         self.tdnn = (_taps(s["xvector.tdnn.linear.weight"]), _batch_norm(s, "xvector.tdnn.nonlinear.batchnorm."))
         self.blocks = []
