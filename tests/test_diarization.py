@@ -1,5 +1,5 @@
 """The pieces of inference/ that decide who is who and where speech is, on small hand-made inputs, and the
-numpy CAM++ against 3D-Speaker's own network."""
+numpy ports of the two models against their own torch networks."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import soundfile
 
 from inference.campplus import CamPlusPlus, fbank
 from inference.diarization import MIN_HINTED_THRESHOLD, THRESHOLD_STEP, chunk_starts, cluster, cluster_with_hint
-from inference.segmentation import CHUNK_SAMPLES, FRAME_SAMPLES, POWERSET, local_speakers
+from inference.segmentation import CHUNK_SAMPLES, FRAME_SAMPLES, POWERSET, SpeakerSegmentation, local_speakers
 from inference.vad import hysteresis
 from tests.test_handler import real_weights
 
@@ -134,3 +134,14 @@ def test_campplus_tells_the_two_voices_apart(campplus):
     same = min(float(x @ y) for group in (a, b) for i, x in enumerate(group) for y in group[i + 1 :])
     different = max(float(x @ y) for x in a for y in b)
     assert same > different
+
+
+def test_segmentation_matches_pyannotes_torch_model_on_real_speech():
+    reference = json.loads((DATA / "segmentation_reference.json").read_text())
+    (weights,) = [files for spec, files in real_weights().items() if spec.source == "huggingface"]
+    segmentation = SpeakerSegmentation.from_checkpoint(next(iter(weights.values())))
+    samples, _ = soundfile.read(DATA / "two_speakers.wav", dtype="float32")
+
+    log_probabilities = segmentation(samples, reference["starts"])[:, :: reference["every"]]
+
+    np.testing.assert_allclose(log_probabilities, reference["log_probabilities"], atol=3e-3)
