@@ -4,15 +4,21 @@
    16.875 ms frame (at most two at once), with a bias towards speech and towards two speakers at once
    (far-field meetings: quiet voices and much overlapping speech);
 2. count: how many speakers speak in each frame, the chunks' counts averaged and rounded;
-3. voice features: 3D-Speaker's CAM++ runs once over all the speech (in 3 s blocks) up to its statistics
-   pooling, giving a 512-d feature every 20 ms;
+3. voice features: 3D-Speaker's CAM++ runs over the speech up to its statistics pooling, giving a 512-d
+   feature every 20 ms, on each stretch between two changes of the segmentation's speakers on its own
+   (inference/voices.py);
 4. embeddings: one per local speaker of each chunk ("unit"), pooled from the features of the frames where
    it speaks alone (all of its frames when it is alone for under half a second);
 5. clustering: units alone for long enough are grouped by average-linkage agglomeration on cosine distance
    (two units of one chunk never together); every unit then goes to the most similar speaker, the units of
    one chunk to different speakers;
 6. reconstruction: each speaker's activity averaged over the chunks; each frame keeps its `count` most
-   active speakers, so overlapping speech yields overlapping turns.
+   active speakers, so overlapping speech yields overlapping turns;
+7. two voices in one speaker: the segmentation model sometimes follows two people as one local speaker in
+   every chunk, and then no clustering can part them. The lone speech of the speaker who speaks most is
+   split into two groups of 1 s windows (2-means on their embeddings); when the groups' voices are as far
+   apart as two clusters must be, and each holds 2 s, the smaller one becomes a speaker of its own. Repeated
+   while max_speakers allows.
 """
 
 from __future__ import annotations
@@ -21,15 +27,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .campplus import FEATURE_SIZE, CamPlusPlus, fbank
+from .campplus import CamPlusPlus
 from .segmentation import (
     CHUNK_SAMPLES,
     FRAME_SAMPLES,
-    RECEPTIVE_FIELD_SAMPLES,
     SAMPLE_RATE,
     SpeakerSegmentation,
+    frame_samples,
     local_speakers,
+    runs,
 )
+from .voices import normalized, pieces, pooled, voice_features, window_embeddings
 
 CHUNK_STEP_FRAMES = 59  # 0.996 s, pyannote's 10 % of a chunk, on the frame grid
 # Added to the log-odds of speech against silence, and of two speakers against one, in each frame.
@@ -45,9 +53,12 @@ THRESHOLD_STEP = 0.05
 # of it, and shapes the clusters when it has CLUSTERING_FEATURES.
 LONE_FEATURES = 25  # 0.5 s
 CLUSTERING_FEATURES = 35  # 0.7 s
-FEATURE_BLOCK_FRAMES = 300  # filterbank frames (3 s) per CAM++ pass: its training segments' length
-BLOCKS_PER_BATCH = 16  # bounds the memory of the convolutional front end
-FRAME_CENTRE_SAMPLES = RECEPTIVE_FIELD_SAMPLES // 2
+FEATURES_PER_SECOND = 50
+# Splitting a speaker in two (step 7): windows of 2 * SPLIT_WINDOW_HALF + 1 features (1 s), at least
+# SPLIT_MIN_SECONDS of lone speech on each side, labels smoothed over SPLIT_SMOOTH_FRAMES (1 s).
+SPLIT_WINDOW_HALF = 25
+SPLIT_MIN_SECONDS = 2.0
+SPLIT_SMOOTH_FRAMES = 59
 
 
 @dataclass(frozen=True)
@@ -74,20 +85,6 @@ def aggregate(per_chunk: np.ndarray, offsets: list[int], n_frames: int) -> np.nd
         sums[offset : offset + len(values)] += values
         covered[offset : offset + len(values)] += 1
     return sums / np.maximum(covered, 1)[:, None]
-
-
-def runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """[first, last + 1) of each run of True."""
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
-    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
-
-
-def frame_samples(first: int, end: int) -> tuple[int, int]:
-    """The samples whose nearest frame centre is among frames [first, end)."""
-    return (
-        FRAME_CENTRE_SAMPLES + first * FRAME_SAMPLES - FRAME_SAMPLES // 2,
-        FRAME_CENTRE_SAMPLES + end * FRAME_SAMPLES - FRAME_SAMPLES // 2,
-    )
 
 
 def cluster(
@@ -149,53 +146,66 @@ def _assign(similarity: np.ndarray, chunk_of: np.ndarray) -> np.ndarray:
     return speakers
 
 
-def _normalized(rows: np.ndarray) -> np.ndarray:
-    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+def speaker_changes(local: np.ndarray, offsets: list[int], n_frames: int) -> np.ndarray:
+    """(n_frames,) True where, in the chunk whose centre is nearest, the local speakers who speak change."""
+    frames = local.shape[1]
+    centres = np.asarray(offsets) + frames // 2
+    nearest = np.searchsorted((centres[:-1] + centres[1:]) / 2, np.arange(n_frames))
+    within = np.arange(n_frames) - np.asarray(offsets)[nearest]
+    valid = (within >= 1) & (within < frames)
+    changed = np.zeros(n_frames, dtype=bool)
+    chunk, at = nearest[valid], within[valid]
+    changed[valid] = (local[chunk, at] != local[chunk, at - 1]).any(axis=1)
+    return changed
 
 
-def voice_features(audio: np.ndarray, speech: np.ndarray, encoder: CamPlusPlus) -> tuple[np.ndarray, np.ndarray]:
-    """CAM++ frame features of the frames where `speech` is on, their runs joined: (n, 512) features and, for
-    each, the segmentation frame it is centred on (ascending)."""
-    pieces, frame_of_sample = [], []
-    for first, end in runs(speech):
-        a, b = frame_samples(first, end)
-        a, b = max(a, 0), min(b, len(audio))
-        if b > a:
-            pieces.append(audio[a:b])
-            frame_of_sample.append(np.clip((np.arange(a, b) - a) // FRAME_SAMPLES + first, first, end - 1))
-    features = fbank(np.concatenate(pieces)) if pieces else np.zeros((0, 80), dtype=np.float32)
-    if not len(features):
-        return np.zeros((0, FEATURE_SIZE), dtype=np.float32), np.zeros(0, dtype=int)
-    features -= features.mean(axis=0)
-    # Equal blocks, the last one padded: a batch needs one length.
-    n_blocks = max(1, round(len(features) / FEATURE_BLOCK_FRAMES))
-    length = -(-len(features) // n_blocks)
-    blocks = np.pad(features, ((0, n_blocks * length - len(features)), (0, 0)), mode="edge")
-    blocks = blocks.reshape(n_blocks, length, -1)
-    outputs = np.concatenate(
-        [
-            encoder.frame_features(blocks[i : i + BLOCKS_PER_BATCH]).reshape(-1, FEATURE_SIZE)
-            for i in range(0, n_blocks, BLOCKS_PER_BATCH)
-        ]
-    )
-    per_block = (length + 1) // 2
-    centres = (np.arange(n_blocks)[:, None] * length + 2 * np.arange(per_block)[None, :]).ravel()  # fbank frames
-    kept = centres < len(features)
-    samples = np.minimum(centres[kept] * 160 + 200, sum(map(len, pieces)) - 1)
-    return outputs[kept], np.concatenate(frame_of_sample)[samples]
+def _two_means(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Spherical 2-means of normalised rows, from the two rows farthest apart around the most central one:
+    (a 0/1 label per row, the two normalised centres)."""
+    central = int(np.argmax(points @ points.mean(axis=0)))
+    first = int(np.argmin(points @ points[central]))
+    second = int(np.argmin(points @ points[first]))
+    centres = normalized(points[[first, second]])
+    labels = np.zeros(len(points), dtype=int)
+    for _ in range(20):
+        labels = np.argmax(points @ centres.T, axis=1)
+        if labels.min() == labels.max():
+            break
+        centres = normalized(np.stack([points[labels == side].mean(axis=0) for side in (0, 1)]))
+    return labels, centres
 
 
-def _pooled(features: np.ndarray, rows: list[np.ndarray], encoder: CamPlusPlus) -> np.ndarray:
-    """One normalised embedding per set of feature rows (zeros for an empty set)."""
-    statistics = np.zeros((len(rows), 2 * FEATURE_SIZE), dtype=np.float32)
-    for index, selected in enumerate(rows):
-        if len(selected):
-            chosen = features[selected]
-            std = chosen.std(axis=0, ddof=1) if len(chosen) > 1 else np.zeros(FEATURE_SIZE)
-            statistics[index] = np.concatenate([chosen.mean(axis=0), std])
-    embeddings = _normalized(encoder.embed_statistics(statistics))
-    embeddings[[not len(selected) for selected in rows]] = 0.0
-    return embeddings
+def _majority(labels: np.ndarray, width: int) -> np.ndarray:
+    """Each 0/1 label replaced by the majority of the `width` (odd) labels around it, the ends repeated."""
+    padded = np.pad(labels.astype(np.float64), width // 2, mode="edge")
+    return (np.convolve(padded, np.ones(width) / width, mode="valid") > 0.5).astype(int)
+
+
+def split_voices(
+    active: np.ndarray, windows: np.ndarray, feature_frame: np.ndarray, threshold: float, max_speakers: int | None
+) -> np.ndarray:
+    """Step 7 on (frames, speakers) activity, with a window embedding per feature: the activity with a new
+    speaker column for each split."""
+    while max_speakers is None or int(active.any(axis=0).sum()) < max_speakers:
+        alone = active.sum(axis=1) == 1
+        speaker = int(np.argmax((active & alone[:, None]).sum(axis=0)))
+        mine = alone[feature_frame] & active[feature_frame, speaker]
+        if mine.sum() < 2 * SPLIT_MIN_SECONDS * FEATURES_PER_SECOND:
+            break
+        labels, centres = _two_means(windows[mine])
+        if 1 - float(centres[0] @ centres[1]) < threshold:
+            break
+        if min(np.bincount(labels, minlength=2)) < SPLIT_MIN_SECONDS * FEATURES_PER_SECOND:
+            break
+        # Each lone frame of the speaker takes the label of the nearest frame that has a feature.
+        frames = np.flatnonzero(active[:, speaker] & alone)
+        labelled, frame_labels = np.unique(feature_frame[mine], return_index=True)
+        nearest = np.clip(np.searchsorted(labelled, frames), 0, len(labelled) - 1)
+        side = _majority(labels[frame_labels][nearest], SPLIT_SMOOTH_FRAMES)
+        moved = frames[side == np.argmin(np.bincount(side, minlength=2))]
+        active = np.concatenate([active, np.zeros((len(active), 1), dtype=bool)], axis=1)
+        active[moved, speaker], active[moved, -1] = False, True
+    return active
 
 
 def _turns(active: np.ndarray, duration: float) -> list[tuple[float, float, int]]:
@@ -233,7 +243,8 @@ def _diarize(audio, segmentation, encoder, min_speakers, max_speakers, threshold
     n_frames = offsets[-1] + frames
     # Speakers per frame, rounded half up (np.rint rounds 0.5 down to 0).
     count = np.floor(aggregate(local.sum(axis=2, keepdims=True), offsets, n_frames)[:, 0] + 0.5).astype(int)
-    features, feature_frame = voice_features(audio, count > 0, encoder)
+    changes = speaker_changes(local, offsets, n_frames)
+    features, feature_frame = voice_features(audio, pieces(count > 0, changes), encoder)
     chunk_of, speaker_of = np.nonzero(local.any(axis=1))
     if not len(features) or not len(chunk_of):
         return []
@@ -247,7 +258,7 @@ def _diarize(audio, segmentation, encoder, min_speakers, max_speakers, threshold
         lone = low + np.flatnonzero(alone[c, within, k])
         lone_rows[unit] = len(lone)
         rows.append(lone if len(lone) >= LONE_FEATURES else low + np.flatnonzero(local[c, within, k]))
-    embeddings = _pooled(features, rows, encoder)
+    embeddings = pooled(features, rows, encoder)
 
     clustered = np.flatnonzero(lone_rows >= CLUSTERING_FEATURES)
     if not len(clustered):
@@ -255,9 +266,7 @@ def _diarize(audio, segmentation, encoder, min_speakers, max_speakers, threshold
     same_chunk = chunk_of[clustered][:, None] == chunk_of[clustered][None, :]
     distance = 1 - embeddings[clustered] @ embeddings[clustered].T
     labels = cluster_with_hint(distance, same_chunk, threshold, min_speakers, max_speakers)
-    centroids = _normalized(
-        np.stack([embeddings[clustered][labels == s].mean(axis=0) for s in range(labels.max() + 1)])
-    )
+    centroids = normalized(np.stack([embeddings[clustered][labels == s].mean(axis=0) for s in range(labels.max() + 1)]))
     speakers = _assign(embeddings @ centroids.T, chunk_of)
 
     per_chunk = np.zeros((len(starts), frames, len(centroids)))
@@ -267,6 +276,8 @@ def _diarize(audio, segmentation, encoder, min_speakers, max_speakers, threshold
     activity = aggregate(per_chunk, offsets, n_frames)
     ranks = np.argsort(np.argsort(-activity, axis=1, kind="stable"), axis=1)
     active = (ranks < count[:, None]) & (activity > 0)
+    windows = window_embeddings(features, SPLIT_WINDOW_HALF, encoder)
+    active = split_voices(active, windows, feature_frame, threshold, max_speakers)
 
     # Name speakers in order of first appearance: SPEAKER_00 speaks first.
     names: dict[int, str] = {}

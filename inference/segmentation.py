@@ -20,6 +20,8 @@ SAMPLE_RATE = 16000
 CHUNK_SAMPLES = 10 * SAMPLE_RATE
 FRAME_SAMPLES = 270  # the product of SincNet's strides (10 * 3 * 3 * 3)
 RECEPTIVE_FIELD_SAMPLES = 991
+# Frame i is centred on sample 495 + 270 i: the samples nearest its centre start at FRAME_START_SAMPLES + 270 i.
+FRAME_START_SAMPLES = RECEPTIVE_FIELD_SAMPLES // 2 - FRAME_SAMPLES // 2
 SINC_STRIDE = 10
 LSTM_LAYERS = 4
 POOL = 3
@@ -79,6 +81,17 @@ def _conv(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
     for tap in range(1, kernel):
         out += x[:, tap : tap + steps] @ weight[:, :, tap].T
     return out + bias
+
+
+def frame_samples(first: int, end: int) -> tuple[int, int]:
+    """The samples whose nearest frame centre is among frames [first, end)."""
+    return FRAME_START_SAMPLES + first * FRAME_SAMPLES, FRAME_START_SAMPLES + end * FRAME_SAMPLES
+
+
+def runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """[first, last + 1) of each run of True."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
 
 
 def chunk_frames(n_samples: int = CHUNK_SAMPLES) -> int:

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .diarization import aggregate, chunk_starts, frame_samples, runs
-from .segmentation import FRAME_SAMPLES, SAMPLE_RATE, SpeakerSegmentation
+from .diarization import aggregate, chunk_starts
+from .segmentation import FRAME_SAMPLES, SAMPLE_RATE, SpeakerSegmentation, frame_samples, runs
 
 DEFAULT_THRESHOLD = 0.5
 # Chunks every 2.99 s: on the AMI excerpts as accurate as every second (speaker tracking needs that, not

@@ -10,10 +10,21 @@ import numpy as np
 import pytest
 import soundfile
 
-from inference.campplus import CamPlusPlus, fbank
-from inference.diarization import MIN_HINTED_THRESHOLD, THRESHOLD_STEP, chunk_starts, cluster, cluster_with_hint
+from inference.campplus import FEATURE_SIZE, CamPlusPlus, fbank
+from inference.diarization import (
+    FEATURES_PER_SECOND,
+    MIN_HINTED_THRESHOLD,
+    SPLIT_MIN_SECONDS,
+    THRESHOLD_STEP,
+    chunk_starts,
+    cluster,
+    cluster_with_hint,
+    speaker_changes,
+    split_voices,
+)
 from inference.segmentation import CHUNK_SAMPLES, FRAME_SAMPLES, POWERSET, SpeakerSegmentation, local_speakers
 from inference.vad import hysteresis
+from inference.voices import MIN_PIECE_FRAMES, normalized, pieces, pooled, window_embeddings
 from tests.test_handler import real_weights
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -104,10 +115,95 @@ def test_fbank_puts_a_tone_in_the_mel_band_around_its_frequency():
     assert abs(int(np.argmax(energies.mean(axis=0))) - expected_band) <= 1
 
 
+def test_speech_is_cut_where_the_chunks_speakers_change():
+    local = np.zeros((1, 40, 3), dtype=bool)
+    local[0, 5:20, 0] = True
+    local[0, 20:40, 1] = True
+    local[0, 30:40, 0] = True  # speaker 0 back, over speaker 1
+
+    changes = speaker_changes(local, [0], 40)
+
+    assert np.flatnonzero(changes).tolist() == [5, 20, 30]
+
+
+def test_the_speaker_changes_of_a_frame_are_read_in_the_chunk_centred_nearest_it():
+    local = np.zeros((2, 10, 3), dtype=bool)
+    local[0, 2, 0] = True  # frame 2: chunk 0's centre (5) is nearer than chunk 1's (10)
+    local[1, 1, 2] = True  # frame 6 of chunk 1 (offset 5): nearer chunk 1's centre
+    local[0, 6, 1] = True  # frame 6 of chunk 0: not read
+
+    changes = speaker_changes(local, [0, 5], 15)
+
+    assert np.flatnonzero(changes).tolist() == [2, 3, 6, 7]
+
+
+def test_pieces_are_the_speech_runs_cut_at_changes_with_short_ones_joined():
+    speech = np.zeros(200, dtype=bool)
+    speech[10:100] = speech[120:200] = True
+    changes = np.zeros(200, dtype=bool)
+    changes[[50, 55, 123, 150]] = True  # 50..55 and 120..123 are shorter than MIN_PIECE_FRAMES
+    assert max(55 - 50, 123 - 120) < MIN_PIECE_FRAMES
+
+    assert pieces(speech, changes) == [(10, 55), (55, 100), (120, 150), (150, 200)]
+
+
+def _two_voices(seconds_a: float, seconds_b: float, distance: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One speaker's lone speech, a frame per feature, whose window embeddings form two groups `distance` apart
+    (cosine): the activity, the embeddings and each feature's frame."""
+    a, b = int(seconds_a * FEATURES_PER_SECOND), int(seconds_b * FEATURES_PER_SECOND)
+    angle = np.arccos(1 - distance)
+    first, second = np.zeros(8), np.zeros(8)
+    first[0], second[[0, 1]] = 1.0, (np.cos(angle), np.sin(angle))
+    noise = np.random.default_rng(0).normal(scale=0.01, size=(a + b, 8))
+    windows = normalized(np.vstack([np.tile(first, (a, 1)), np.tile(second, (b, 1))]) + noise)
+    return np.ones((a + b, 1), dtype=bool), windows, np.arange(a + b)
+
+
+def test_a_speaker_holding_two_voices_is_split_in_two():
+    active, windows, frames = _two_voices(6, 3, distance=0.8)
+
+    split = split_voices(active, windows, frames, threshold=0.5, max_speakers=None)
+
+    assert split.shape[1] == 2
+    assert (split.sum(axis=1) == 1).all()
+    assert split[: 6 * FEATURES_PER_SECOND, 0].all() and split[6 * FEATURES_PER_SECOND :, 1].all()
+
+
+def test_one_voice_is_not_split_nor_a_voice_heard_too_briefly_nor_past_max_speakers():
+    one_voice = _two_voices(6, 3, distance=0.3)  # closer than the clustering threshold
+    brief = _two_voices(6, SPLIT_MIN_SECONDS / 2, distance=0.8)
+    two_voices = _two_voices(6, 3, distance=0.8)
+
+    assert split_voices(*one_voice, threshold=0.5, max_speakers=None).shape[1] == 1
+    assert split_voices(*brief, threshold=0.5, max_speakers=None).shape[1] == 1
+    assert split_voices(*two_voices, threshold=0.5, max_speakers=1).shape[1] == 1
+    assert split_voices(*two_voices, threshold=0.9, max_speakers=None).shape[1] == 1
+
+
 @pytest.fixture(scope="module")
 def campplus() -> CamPlusPlus:
     (weights,) = [files for spec, files in real_weights().items() if spec.source == "modelscope"]
     return CamPlusPlus.from_checkpoint(next(iter(weights.values())))
+
+
+def test_window_embeddings_pool_the_features_around_each_row(campplus):
+    features = np.random.default_rng(1).normal(size=(40, FEATURE_SIZE)).astype(np.float32)
+
+    windows = window_embeddings(features, 5, campplus)
+
+    expected = pooled(features, [np.arange(max(0, i - 5), min(40, i + 6)) for i in (0, 20, 39)], campplus)
+    np.testing.assert_allclose(windows[[0, 20, 39]], expected, atol=1e-4)
+
+
+def test_segmentation_matches_pyannotes_torch_model_on_real_speech():
+    reference = json.loads((DATA / "segmentation_reference.json").read_text())
+    (weights,) = [files for spec, files in real_weights().items() if spec.source == "huggingface"]
+    segmentation = SpeakerSegmentation.from_checkpoint(next(iter(weights.values())))
+    samples, _ = soundfile.read(DATA / "two_speakers.wav", dtype="float32")
+
+    log_probabilities = segmentation(samples, reference["starts"])[:, :: reference["every"]]
+
+    np.testing.assert_allclose(log_probabilities, reference["log_probabilities"], atol=3e-3)
 
 
 def test_campplus_matches_3d_speakers_network_on_real_speech(campplus):
@@ -134,14 +230,3 @@ def test_campplus_tells_the_two_voices_apart(campplus):
     same = min(float(x @ y) for group in (a, b) for i, x in enumerate(group) for y in group[i + 1 :])
     different = max(float(x @ y) for x in a for y in b)
     assert same > different
-
-
-def test_segmentation_matches_pyannotes_torch_model_on_real_speech():
-    reference = json.loads((DATA / "segmentation_reference.json").read_text())
-    (weights,) = [files for spec, files in real_weights().items() if spec.source == "huggingface"]
-    segmentation = SpeakerSegmentation.from_checkpoint(next(iter(weights.values())))
-    samples, _ = soundfile.read(DATA / "two_speakers.wav", dtype="float32")
-
-    log_probabilities = segmentation(samples, reference["starts"])[:, :: reference["every"]]
-
-    np.testing.assert_allclose(log_probabilities, reference["log_probabilities"], atol=3e-3)

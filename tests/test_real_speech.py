@@ -17,10 +17,11 @@ from tests import ami
 from tests.der import Score, score
 from tests.test_handler import build_model_cache
 
-MEAN_DER_BOUND = 0.34  # measured: 0.323, with the true number of speakers too
-TRN06_DER_BOUND = 0.13  # measured: 0.088 (3 speakers, 12 % overlapping speech)
+MEAN_DER_BOUND = 0.33  # measured: 0.307, with the true number of speakers too
+TRN06_DER_BOUND = 0.11  # measured: 0.075 (3 speakers, 12 % overlapping speech)
 TRN03_DER_BOUND = 0.03  # measured: 0.006 (2 speakers, one talking 29 s)
-MIN_COUNTS_RIGHT = 4  # measured: 5 of 10 speaker counts right with no hint
+TRN00_DER_BOUND = 0.43  # measured: 0.387; 0.487 while its two voices in one local speaker stayed one speaker
+MIN_COUNTS_RIGHT = 6  # measured: 7 of 10 speaker counts right with no hint
 VAD_MISSED_BOUND = 0.23  # measured: 0.194 of the reference speech, mean over the excerpts
 VAD_FALSE_ALARM_BOUND = 0.05  # measured: 0.028
 
@@ -106,13 +107,20 @@ def test_speech_is_found_in_every_excerpt(excerpts, results):
         assert _score(excerpts[uri], result).missed < _score(excerpts[uri], {"segments": []}).missed, uri
 
 
-@pytest.mark.parametrize(("uri", "bound"), [("trn06", TRN06_DER_BOUND), ("trn03", TRN03_DER_BOUND)])
+@pytest.mark.parametrize(
+    ("uri", "bound"), [("trn06", TRN06_DER_BOUND), ("trn03", TRN03_DER_BOUND), ("trn00", TRN00_DER_BOUND)]
+)
 def test_der_of_one_excerpt(excerpts, results, uri, bound):
     assert _score(excerpts[uri], results[uri]).der <= bound, results[uri]
 
 
 def test_two_speakers_taking_turns_are_told_apart(results):
     assert results["trn03"]["num_speakers"] == 2
+
+
+def test_two_voices_the_segmentation_follows_as_one_speaker_are_parted(results):
+    # trn00: in most chunks one local speaker holds both MEE068 and MEO069; the third voice is MEE067.
+    assert results["trn00"]["num_speakers"] == 3
 
 
 def test_overlapping_speech_gives_overlapping_turns_of_different_speakers(results):
