@@ -25,7 +25,7 @@ class Deadline:
         self.seconds = seconds
         self.at = time.monotonic() + seconds
         self.expired = False
-        self._handles: list[socket.socket] = []
+        self._handles: list[int] = []  # our own descriptors of the sockets watched
         self._lock = threading.Lock()
         self._done = False
         self._previous: Deadline | None = None
@@ -38,14 +38,15 @@ class Deadline:
         if sock is None:
             return
         try:
-            # a handle of our own on the same connection: it stays valid when TLS wraps (detaches) the socket
-            # or when its owner closes it, and its descriptor cannot be reused by another connection
-            handle = socket.socket(fileno=os.dup(sock.fileno()))
+            # a descriptor of our own on the same connection: it stays valid when TLS wraps (detaches) the socket
+            # or when its owner closes it, and its number cannot be reused by another connection; a bare number,
+            # not a socket object, which would cost four more system calls to learn the socket's kind
+            handle = os.dup(sock.fileno())
         except OSError:  # closed already
             return
         with self._lock:
             if self._done:
-                handle.close()
+                os.close(handle)
                 return
             self._handles.append(handle)
             if self.expired:
@@ -69,7 +70,7 @@ class Deadline:
         with self._lock:
             self._done = True
             for handle in self._handles:
-                handle.close()
+                os.close(handle)
             self._handles.clear()
         _local.deadline = self._previous
 
@@ -86,9 +87,13 @@ def watch(sock: socket.socket | None) -> None:
         deadline.watch(sock)
 
 
-def _shut(handle: socket.socket) -> None:
+def _shut(handle: int) -> None:
     with contextlib.suppress(OSError):  # the peer may have closed it already
-        handle.shutdown(socket.SHUT_RDWR)
+        sock = socket.socket(fileno=handle)
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.detach()  # the descriptor stays ours, closed when the deadline is left
 
 
 class _Watchdog:

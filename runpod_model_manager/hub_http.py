@@ -1,5 +1,6 @@
-"""HTTP for every request we send to a hub: sessions whose sockets obey a Deadline, bodies read as they
-arrive, and metadata answers fetched whole under connect and read timeouts, one overall deadline and a size cap.
+"""HTTP for every request we send to a hub: connections whose sockets obey a Deadline, file requests sent
+straight through urllib3 (`Client`), and metadata answers fetched whole under connect and read timeouts, one
+overall deadline and a size cap.
 
 The hub libraries' metadata calls take at most a timeout per read and no limit on the body (an endless JSON
 answer grows the process without end), so the downloaders fetch their metadata here and parse it themselves.
@@ -8,15 +9,18 @@ answer grows the process without end), so the downloaders fetch their metadata h
 from __future__ import annotations
 
 import json
+import os
 import threading
+import urllib.request
 from collections.abc import Iterator, Mapping
+from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.poolmanager import ProxyManager
+from urllib3.poolmanager import PoolManager, ProxyManager
 
 from . import deadline
 from .errors import ModelError
@@ -67,6 +71,135 @@ class _Adapter(HTTPAdapter):
         if type(manager) is ProxyManager:  # a SOCKS manager keeps its own connection classes
             manager.pool_classes_by_scheme = _POOLS
         return manager
+
+
+MAX_REDIRECTS = 10
+_CREDENTIALS = ("authorization", "cookie")
+HTTPError = urllib3.exceptions.HTTPError  # what a request or a body read raises when the exchange fails
+
+
+class Refused(Exception):
+    """A redirect or proxy the client will not follow; the message says which."""
+
+
+class Client:
+    """GET requests sent straight through urllib3, for the engine's files: requests' Session costs about three
+    times the CPU per request (merging settings, reading the proxy variables every time, wrapping answers).
+
+    What requests gave is kept: every thread shares keep-alive connections that obey the thread's Deadline;
+    proxies come from the environment as requests reads them (HTTP(S)_PROXY, ALL_PROXY, NO_PROXY), looked up
+    once per origin; TLS is checked against the CA bundle requests uses (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, else
+    certifi's). Redirects are followed here, and credentials (Authorization, Cookie) go to the first URL's origin
+    only. Bodies are not decoded: what the server sends is what gets checked against the checksum.
+    """
+
+    def __init__(self, connections: int):
+        self.connections = connections  # kept per origin: at least the requests the caller has in flight
+        self._managers: dict[tuple[str | None, str], PoolManager] = {}
+        self._proxies: dict[tuple[str, str, int | None], str | None] = {}  # origin -> proxy
+        self._lock = threading.Lock()
+        self._tls = None
+
+    def get(self, url: str, headers: Mapping[str, str], timeout: tuple[float, float]):
+        """The answer to GET `url` (an urllib3 response, body unread, redirects followed) and the URL that gave
+        it. Raises HTTPError when the exchange fails, Refused for a redirect it will not follow."""
+        first = _origin(url)
+        limits = urllib3.Timeout(connect=timeout[0], read=timeout[1])
+        for _ in range(MAX_REDIRECTS + 1):
+            origin = _origin(url)
+            sent = headers if origin == first else _without_credentials(headers)
+            response = self._manager(url, origin).urlopen(
+                "GET",
+                url,
+                headers=sent,
+                redirect=False,
+                retries=False,
+                preload_content=False,
+                decode_content=False,
+                timeout=limits,
+            )
+            location = response.get_redirect_location()
+            if not location:
+                return response, url
+            if response.length_remaining is not None and response.length_remaining <= 1 << 16:
+                response.drain_conn()  # a short body: the connection is kept for the next request
+            discard(response)
+            url = urljoin(url, location)
+            if urlsplit(url).scheme not in ("http", "https"):
+                raise Refused(f"redirected to {url.partition(':')[0]!r} URL, not http(s)")
+        raise Refused(f"more than {MAX_REDIRECTS} redirects")
+
+    def _manager(self, url: str, origin: tuple[str, str, int | None]) -> PoolManager:
+        with self._lock:
+            if origin not in self._proxies:
+                self._proxies[origin] = _proxy_for(url)
+            key = (self._proxies[origin], origin[0])
+            if key not in self._managers:
+                self._managers[key] = self._new_manager(*key)
+            return self._managers[key]
+
+    def _new_manager(self, proxy: str | None, scheme: str) -> PoolManager:
+        options = {"num_pools": 32, "maxsize": self.connections, "block": False}
+        if scheme == "https":
+            options["ssl_context"] = self._tls_context()
+        if proxy is None:
+            manager = PoolManager(**options)
+        elif proxy.lower().startswith("socks"):
+            try:
+                from urllib3.contrib.socks import SOCKSProxyManager
+            except ImportError:
+                raise Refused(f"the proxy {proxy.partition(':')[0]}:// needs PySocks (pip install pysocks)") from None
+            return SOCKSProxyManager(proxy, **options)  # its own connection classes: not under a Deadline
+        else:
+            from requests.utils import get_auth_from_url
+
+            user, password = get_auth_from_url(proxy)
+            auth = urllib3.util.make_headers(proxy_basic_auth=f"{user}:{password}") if user else {}
+            manager = ProxyManager(proxy, proxy_headers=auth, **options)
+        manager.pool_classes_by_scheme = _POOLS
+        return manager
+
+    def _tls_context(self):
+        """One context for every connection: loading the CA bundle takes ~20 ms, once, not per connection."""
+        if self._tls is None:
+            bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+            if not bundle:
+                import certifi
+
+                bundle = certifi.where()
+            context = urllib3.util.ssl_.create_urllib3_context()
+            if os.path.isdir(bundle):
+                context.load_verify_locations(capath=bundle)
+            else:
+                context.load_verify_locations(cafile=bundle)
+            self._tls = context
+        return self._tls
+
+
+def discard(response) -> None:
+    """Done with an answer: its connection goes back to the pool, closed unless the whole body was read."""
+    response.close()
+    response.release_conn()
+
+
+def _without_credentials(headers: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in headers.items() if k.lower() not in _CREDENTIALS}
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or ""), parts.port or {"http": 80, "https": 443}.get(scheme)
+
+
+def _proxy_for(url: str) -> str | None:
+    """The proxy requests would use for `url` given the environment (None: none)."""
+    if not urllib.request.getproxies():
+        return None
+    from requests.utils import get_environ_proxies, prepend_scheme_if_needed, select_proxy
+
+    proxy = select_proxy(url, get_environ_proxies(url))
+    return prepend_scheme_if_needed(proxy, "http") if proxy else None
 
 
 def new_session() -> requests.Session:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import logging
 import os
 import re
@@ -253,7 +254,6 @@ class Lock:
         self.shared = shared
         self.keep_file = keep_file  # a lock file another program made (a hub library's): leave it as it was
         self._created = False
-        self.token = secrets.token_hex(8)
         self._fd: int | None = None
         self._beat = 0
         self._beating = threading.Lock()  # a beat and a release never overlap
@@ -263,7 +263,6 @@ class Lock:
     def acquire(self, blocking: bool = True, cancel: threading.Event | None = None) -> None:
         """Take the lock. Raises LockBusy if another process holds it and not `blocking`, LockCancelled if
         `cancel` is set while waiting."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         delay = POLL
         while not self._attempt():
             if not blocking:
@@ -296,8 +295,19 @@ class Lock:
     def held(self) -> bool:
         return self._fd is not None or self.marker is not None
 
+    @functools.cached_property
+    def token(self) -> str:  # names this holder in marker files (drawn when first needed: flock needs none)
+        return secrets.token_hex(8)
+
     # -- flock --------------------------------------------------------------------------------------
     def _attempt(self) -> bool:
+        try:
+            return self._attempt_in_folder()
+        except FileNotFoundError:  # its folder is made when missing, not checked before every lock
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return self._attempt_in_folder()
+
+    def _attempt_in_folder(self) -> bool:
         if _flock_works(self.path.parent):
             return self._try_flock()
         return self._try_markers()

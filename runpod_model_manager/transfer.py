@@ -43,8 +43,10 @@ from .progress import Progress
 from .timings import PhaseTimes
 from .writeback import start_writeback
 
-if TYPE_CHECKING:  # imported where a file is fetched: `list` and runs with nothing to fetch need neither
-    import requests
+if TYPE_CHECKING:  # imported where a file is fetched: `list` and runs with nothing to fetch need no HTTP stack
+    from urllib3 import BaseHTTPResponse
+
+    from .hub_http import Client
 
 MiB = 1 << 20
 CHUNK = MiB
@@ -140,7 +142,7 @@ class _Part:
         return self.end - self.start - self.done
 
 
-def _retry_after(response: requests.Response) -> float | None:
+def _retry_after(response: BaseHTTPResponse) -> float | None:
     """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date."""
     value = response.headers.get("Retry-After", "").strip()
     if not value:
@@ -159,8 +161,9 @@ class _Recorder:
     a file without a checksum is flushed to disk before the record that counts it; with a checksum, the final
     check catches lost bytes (the file is discarded and fetched again), so no flush slows the download."""
 
-    def __init__(self, engine: TransferEngine, t: Transfer, record: Path, parts: list[_Part], fd: int):
+    def __init__(self, engine: TransferEngine, t: Transfer, record: Path, parts: list[_Part], fd: int, on_disk: bool):
         self.engine, self.t, self.record, self.parts, self.fd = engine, t, record, parts, fd
+        self.on_disk = on_disk  # a record of this file may be on disk (removed once the file is complete)
         self.interval = engine.settings.record_interval
         self.lock = threading.Lock()
         self.last = time.monotonic()
@@ -187,6 +190,7 @@ class _Recorder:
                 except OSError as exc:
                     if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP):  # not: unsupported here
                         raise
+            self.on_disk = True
             self.engine._save_parts(self.t, self.record, snapshot)
         except OSError as exc:
             if exc.errno in DISK_FULL_ERRNOS:
@@ -209,10 +213,12 @@ class TransferEngine:
         # every destination must lie inside the cache root (the state dir's parent unless given)
         self.root = Path(root if root is not None else Path(state_dir).parent)
         self._folders_inside: set[Path] = set()  # folders found inside the root (layout.inside)
+        self._paths_of: dict[Path, tuple[Path, Path, Path]] = {}  # destination -> its part file, record, lock
         self.settings = settings or EngineSettings()
         self.progress = progress or Progress()
         self.times = times or PhaseTimes()  # where the time per file goes (-v)
-        self._local = threading.local()
+        self._client: Client | None = None  # made at the first request, shared by every thread
+        self._client_lock = threading.Lock()
         self._routes: dict[str, str] = {}  # hub URL -> the URL it redirected to
         self._stopped = False
         self._cancels: set[threading.Event] = set()
@@ -255,8 +261,12 @@ class TransferEngine:
         return hashlib.sha256(str(t.dest).encode()).hexdigest()[:40]
 
     def _paths(self, t: Transfer) -> tuple[Path, Path, Path]:
-        key = self._key(t)
-        return self.dir / f"{key}.part", self.dir / f"{key}.json", self.locks / f"{key}.lock"
+        paths = self._paths_of.get(t.dest)  # asked for four times per file
+        if paths is None:
+            key = self._key(t)
+            paths = (self.dir / f"{key}.part", self.dir / f"{key}.json", self.locks / f"{key}.lock")
+            self._paths_of[t.dest] = paths
+        return paths
 
     def _check(self, t: Transfer) -> None:
         """Refuse what the hub's metadata could use to write elsewhere or to trust unverifiable bytes."""
@@ -292,22 +302,26 @@ class TransferEngine:
             [_Part(start, min(start + step, t.size)) for start in range(0, t.size, step)] if t.size else [_Part(0, 0)]
         )
 
-    def _load_parts(self, t: Transfer, part_file: Path, record: Path) -> list[_Part] | None:
+    def _load_parts(self, t: Transfer, part_file: Path, record: Path) -> tuple[list[_Part] | None, bool]:
+        """The progress the resume record of `t` holds (None: no valid record, or no part file), and whether
+        a record is there at all."""
         try:
             data = json.loads(record.read_text())
             if data["size"] != t.size or data["checksum"] != t.checksum or not part_file.exists():
-                return None
+                return None, True
             if t.checksum is None and data.get("url") != t.url:  # nothing else tells two versions apart
-                return None
+                return None, True
             parts = [_Part(*p) for p in data["parts"]]
+        except FileNotFoundError:
+            return None, False
         except (OSError, ValueError, KeyError, TypeError):
-            return None
+            return None, True
         position = 0
         for p in parts:  # contiguous, covering the file, progress within bounds: else start over
             if p.start != position or p.end < p.start or not 0 <= p.done <= p.end - p.start:
-                return None
+                return None, True
             position = p.end
-        return parts if position == t.size else None
+        return (parts if position == t.size else None), True
 
     def _save_parts(self, t: Transfer, record: Path, parts: list[list[int]]) -> None:
         data = {"url": t.url, "dest": str(t.dest), "size": t.size, "checksum": t.checksum, "parts": parts}
@@ -324,7 +338,7 @@ class TransferEngine:
     def resumable_bytes(self, t: Transfer) -> int:
         """Bytes of `t` already on disk from an earlier, interrupted run."""
         part_file, record, _ = self._paths(t)
-        parts = self._load_parts(t, part_file, record)
+        parts, _ = self._load_parts(t, part_file, record)
         return sum(p.done for p in parts) if parts else 0
 
     # -- leftovers ----------------------------------------------------------------------------------
@@ -381,8 +395,6 @@ class TransferEngine:
             return 0
         lap = time.perf_counter()
         part_file, record, lock_path = self._paths(t)
-        for folder in (self.dir, self.locks):  # here, not in __init__: a dry run writes nothing
-            folder.mkdir(parents=True, exist_ok=True)
         lap = self.times.lap("paths", lap)
         lock = Lock(lock_path)
         try:
@@ -412,22 +424,23 @@ class TransferEngine:
     # -- internals ----------------------------------------------------------------------------------
     def _fetch_locked(self, t: Transfer, part_file: Path, record: Path, single: bool = False) -> int:
         lap = time.perf_counter()
-        parts = None if single else self._load_parts(t, part_file, record)
-        if parts is None:
+        parts, recorded = (None, False) if single else self._load_parts(t, part_file, record)
+        fresh = parts is None
+        if fresh:
             parts = [_Part(0, t.size)] if single else self._plan(t)
-            part_file.unlink(missing_ok=True)
-            record.unlink(missing_ok=True)
+            if recorded:  # a stale record goes before any new byte is counted
+                record.unlink(missing_ok=True)
         lap = self.times.lap("resume records", lap)
         already = sum(p.done for p in parts)
         self.progress.file_started(t.label, t.size, already)
-        fd = os.open(part_file, os.O_RDWR | os.O_CREAT, 0o644)
-        recorder = _Recorder(self, t, record, parts, fd)
+        fd = self._open_part(part_file, fresh)
+        recorder = _Recorder(self, t, record, parts, fd, on_disk=not fresh)
         hasher = None
         if t.checksum:
             frontier = lambda: _complete_prefix(parts)  # noqa: E731
             hasher = PrefixHasher(fd, t.size, t.checksum, frontier, background=len(parts) > 1)
         try:
-            self._reserve(fd, t, part_file)
+            self._reserve(fd, t, part_file, fresh)
             pending = [p for p in parts if p.remaining > 0]
             if len(pending) > 1 and not already:
                 recorder.save()  # the plan, so that a kill before the first interval still resumes
@@ -455,7 +468,7 @@ class TransferEngine:
             raise
         finally:
             os.close(fd)
-        self._finish(t, part_file, record, digest)
+        self._finish(t, part_file, record if recorder.on_disk else None, digest)
         self.times.lap("rename", lap)
         self.times.file_done()
         transferred = t.size - already
@@ -487,9 +500,18 @@ class TransferEngine:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _reserve(self, fd: int, t: Transfer, part_file: Path) -> None:
+    def _open_part(self, part_file: Path, fresh: bool) -> int:
+        """The part file's descriptor; `fresh`: emptied of what an earlier attempt left (no record counts it)."""
+        flags = os.O_RDWR | os.O_CREAT | (os.O_TRUNC if fresh else 0)
+        try:
+            return os.open(part_file, flags, 0o644)
+        except FileNotFoundError:  # made with the first file, not before each: a dry run writes nothing
+            self.dir.mkdir(parents=True, exist_ok=True)
+            return os.open(part_file, flags, 0o644)
+
+    def _reserve(self, fd: int, t: Transfer, part_file: Path, fresh: bool) -> None:
         """Give the part file its final size up front, so that a full disk shows before the bytes are sent."""
-        if not self.settings.preallocate or os.fstat(fd).st_size == t.size:
+        if not self.settings.preallocate or (not fresh and os.fstat(fd).st_size == t.size):
             return
         try:
             os.posix_fallocate(fd, 0, t.size) if t.size else None
@@ -498,41 +520,46 @@ class TransferEngine:
                 raise DiskFullError(exc.errno, f"no space for {t.label} ({t.size} bytes)", str(part_file)) from exc
             os.ftruncate(fd, t.size)  # filesystems without fallocate: a sparse file
 
-    def _finish(self, t: Transfer, part_file: Path, record: Path, digest: str | None) -> None:
+    def _finish(self, t: Transfer, part_file: Path, record: Path | None, digest: str | None) -> None:
+        """Check the part file and give it its final name; `record`: its resume record, if one may exist."""
         size = part_file.stat().st_size
-        if size != t.size:
+        if size != t.size or (t.checksum and digest != t.checksum):
             part_file.unlink(missing_ok=True)
-            record.unlink(missing_ok=True)
-            raise TransferError(f"{t.label}: size {size} differs from the hub's {t.size}; discarded, run again")
-        if t.checksum and digest != t.checksum:
-            part_file.unlink(missing_ok=True)
-            record.unlink(missing_ok=True)
+            if record:
+                record.unlink(missing_ok=True)
+            if size != t.size:
+                raise TransferError(f"{t.label}: size {size} differs from the hub's {t.size}; discarded, run again")
             raise TransferError(
                 f"{t.label}: downloaded bytes do not match the hub's checksum ({t.checksum}); "
                 "the file was discarded, run again"
             )
-        t.dest.parent.mkdir(parents=True, exist_ok=True)
         # the bytes were fsynced before; the rename itself need not be: lost in an OS crash, the file is
         # simply missing and fetched again, never present and incomplete
-        os.replace(part_file, t.dest)
-        record.unlink(missing_ok=True)
+        try:
+            os.replace(part_file, t.dest)
+        except FileNotFoundError:  # its folder is made when missing, not checked before every file
+            t.dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(part_file, t.dest)
+        if record:
+            record.unlink(missing_ok=True)
 
     def _route(self, t: Transfer) -> tuple[str, dict[str, str]]:
         """Where to send a request for `t`: the hub's URL, or the CDN URL it redirected an earlier part to
-        (one request instead of two per part). Credentials never go to another host, as requests does
-        when it follows a redirect itself."""
+        (one request instead of two per part). Credentials never go to another origin, as when the client
+        follows a redirect itself."""
         url = self._routes.get(t.url, t.url)
         if urlsplit(url).netloc == urlsplit(t.url).netloc:
             return url, dict(t.headers)
         return url, {k: v for k, v in t.headers.items() if k.lower() not in ("authorization", "cookie")}
 
-    def _session(self) -> requests.Session:
-        from .hub_http import new_session
+    def _http(self) -> Client:
+        with self._client_lock:
+            if self._client is None:
+                from .hub_http import Client
 
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = self._local.session = new_session()
-        return session
+                # every request in flight keeps its connection: up to 64 files at once, each with its connections
+                self._client = Client(connections=64 * self.settings.connections)
+            return self._client
 
     def _fetch_part(self, t: Transfer, fd: int, part: _Part, recorder: _Recorder, cancel: threading.Event) -> None:
         s = self.settings
@@ -556,9 +583,7 @@ class TransferEngine:
                     raise _Cancelled(t.label) from None
 
     def _stream(self, t: Transfer, fd: int, part: _Part, recorder: _Recorder, cancel: threading.Event) -> None:
-        import requests
-
-        from .hub_http import body_chunks
+        from .hub_http import HTTPError, Refused, discard
 
         if cancel.is_set():
             raise _Cancelled(t.label)
@@ -571,21 +596,23 @@ class TransferEngine:
         s = self.settings
         try:
             with Deadline(s.connect_timeout + s.stall_timeout) as headers_due:  # however slowly they drip
-                response = self._session().get(
-                    url, headers=headers, stream=True, timeout=(s.connect_timeout, s.stall_timeout)
-                )
-        except requests.RequestException as exc:
+                response, answered = self._http().get(url, headers, (s.connect_timeout, s.stall_timeout))
+        except HTTPError as exc:
+            if headers_due.expired:  # the deadline cut the connection
+                raise _Retryable(_headers_late(headers_due)) from exc
             raise _Retryable(f"connection failed ({type(exc).__name__})") from exc
+        except Refused as exc:
+            raise TransferError(f"{t.label}: {exc}") from None
         if headers_due.expired:  # the connection was cut: what arrived may be a part of the headers
-            response.close()
-            raise _Retryable(f"no complete headers within {headers_due.seconds:g} s")
-        with response:
-            status = response.status_code
+            discard(response)
+            raise _Retryable(_headers_late(headers_due))
+        try:
+            status = response.status
             if url != t.url and status in (401, 403, 404, 410):  # the CDN link expired: ask the hub again
                 self._routes.pop(t.url, None)
                 raise _Retryable(f"HTTP {status} from the redirect target", retry_after=0)
-            if response.history and response.url != t.url:
-                self._routes[t.url] = response.url
+            if answered != url:
+                self._routes[t.url] = answered
             if status in (408, 429) or status >= 500:
                 raise _Retryable(f"HTTP {status}", _retry_after(response))
             if status == 200 and "Range" in headers:
@@ -604,7 +631,7 @@ class TransferEngine:
             buffer = bytearray()
             received, window_start, window_received = 0, time.monotonic(), 0
             try:
-                for piece in body_chunks(response, CHUNK):
+                while piece := response.read1(CHUNK):
                     buffer += piece[: part.remaining - len(buffer)]
                     received += len(piece)
                     while buffer and len(buffer) >= min(CHUNK, part.remaining):
@@ -625,13 +652,15 @@ class TransferEngine:
                             rate = f"{s.min_speed:g} bytes/s for {elapsed:.0f} s"
                             raise _TooSlow(f"slower than {rate} (RPMM_MIN_SPEED, RPMM_STALL_TIMEOUT)")
                         window_start, window_received = time.monotonic(), received
-            except requests.RequestException as exc:
+            except HTTPError as exc:
                 raise _Retryable(f"connection lost after {part.done} bytes ({type(exc).__name__})") from exc
+        finally:
+            discard(response)
         if part.remaining > 0:
             raise _Retryable(f"connection closed early, {part.remaining} bytes missing")
 
     @staticmethod
-    def _check_content_range(t: Transfer, response: requests.Response, offset: int) -> None:
+    def _check_content_range(t: Transfer, response: BaseHTTPResponse, offset: int) -> None:
         match = _CONTENT_RANGE.match(response.headers.get("Content-Range", "").strip())
         if match is None:
             return  # no usable header: the length and checksum checks still apply
@@ -655,6 +684,10 @@ class TransferEngine:
                 raise
             view = view[written:]
             offset += written
+
+
+def _headers_late(deadline: Deadline) -> str:
+    return f"no complete headers within {deadline.seconds:g} s"
 
 
 def _complete_prefix(parts: list[_Part]) -> int:
