@@ -625,24 +625,19 @@ class TransferEngine:
                 self._check_content_range(t, response, offset)
             elif status != 200:
                 raise TransferError(f"{t.label}: the hub answered HTTP {status} for {t.url}")
-            # bytes are written in whole chunks, as they were received; the loop wakes for every piece that
-            # arrives, so that a part trickling in under RPMM_MIN_SPEED is found out (the socket timeout
-            # alone never trips while a byte comes every few seconds)
-            buffer = bytearray()
+            # each piece is written as it arrives (what the connection had, up to CHUNK bytes): nothing is held
+            # in memory, and the loop wakes for every piece, so that a part trickling in under RPMM_MIN_SPEED is
+            # found out (the socket timeout alone never trips while a byte comes every few seconds)
             received, window_start, window_received = 0, time.monotonic(), 0
             try:
                 while piece := response.read1(CHUNK):
-                    buffer += piece[: part.remaining - len(buffer)]
                     received += len(piece)
-                    while buffer and len(buffer) >= min(CHUNK, part.remaining):
-                        n = min(CHUNK, part.remaining)
-                        with memoryview(buffer) as view:
-                            self._write(fd, view[:n], offset, t)
-                        del buffer[:n]
-                        offset += n
-                        part.done += n
-                        self.progress.advance(t.label, n)
-                        recorder.tick()
+                    data = piece[: part.remaining]
+                    self._write(fd, data, offset, t)
+                    offset += len(data)
+                    part.done += len(data)  # counted once on disk: a resume record never claims more
+                    self.progress.advance(t.label, len(data))
+                    recorder.tick()
                     if part.remaining == 0:
                         break
                     if cancel.is_set():
