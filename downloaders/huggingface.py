@@ -31,7 +31,7 @@ from runpod_model_manager.source import Downloader
 from runpod_model_manager.specs import ModelSpec
 
 if TYPE_CHECKING:
-    import requests
+    from runpod_model_manager.hub_http import Answer
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 # the Hub may cut `siblings` short for larger repos (server-side caching): then the tree listing is used,
@@ -137,7 +137,7 @@ class HuggingFaceDownloader(Downloader):
             url, params = response.links.get("next", {}).get("url"), None
         return tuple(files)
 
-    def _fetch(self, spec: ModelSpec, url: str, params: dict | None) -> requests.Response:
+    def _fetch(self, spec: ModelSpec, url: str, params: dict | None) -> Answer:
         from runpod_model_manager import hub_http
 
         endpoint = (_endpoint(), "HF_ENDPOINT")
@@ -152,7 +152,7 @@ class HuggingFaceDownloader(Downloader):
             return f"this repository is gated and the token has no access to it: accept its conditions at {page}."
         return f"this repository is gated: accept its conditions at {page}, then pass --token or set HF_TOKEN."
 
-    def _explain(self, response: requests.Response, spec: ModelSpec) -> str:
+    def _explain(self, response: Answer, spec: ModelSpec) -> str:
         """The Hub's error protocol, as huggingface_hub's hf_raise_for_status reads it: X-Error-Code first."""
         status, code = response.status_code, response.headers.get("X-Error-Code")
         if code == "GatedRepo":

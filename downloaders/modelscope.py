@@ -32,6 +32,8 @@ from runpod_model_manager.specs import ModelSpec
 if TYPE_CHECKING:
     import requests
 
+    from runpod_model_manager.hub_http import Answer
+
 DEFAULT_ENDPOINT = "https://www.modelscope.cn"
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _PARTIAL = re.compile(r"^(?P<target>.+?)(\.incomplete|\.parallel_tmp|_(?P<start>\d+)_(?P<end>\d+))$")
@@ -163,7 +165,7 @@ class ModelScopeDownloader(Downloader):
                     return member(item, "CommitId", str, f"{where}.CommitId", optional=True) or revision
         raise ModelError(str(spec), f"revision '{revision}' not found: give an existing branch, tag or commit.")
 
-    def _explain(self, response: requests.Response, spec: ModelSpec) -> str:
+    def _explain(self, response: Answer, spec: ModelSpec) -> str:
         """An error answer, classified by modelscope_hub's own status and business-code mapping."""
         from modelscope_hub.errors import (
             APIError,
@@ -176,7 +178,7 @@ class ModelScopeDownloader(Downloader):
         )
 
         try:
-            raise_for_status(response)
+            raise_for_status(_as_requests(response))
         except APIError as exc:
             error: Exception = exc
         except Exception as exc:  # an error body its parser cannot read (nested too deep, ...)
@@ -276,3 +278,13 @@ def _partial_target(name: str) -> str | None:
     if match["start"] is not None and (int(match["start"]) % _MiB or int(match["end"]) < int(match["start"])):
         return None
     return match["target"]
+
+
+def _as_requests(answer: Answer) -> requests.Response:
+    """The answer as the requests.Response that modelscope_hub's error mapping reads (it loads requests itself)."""
+    import requests
+
+    response = requests.Response()
+    response.status_code, response.url, response._content = answer.status_code, answer.url, answer.content
+    response.headers = requests.structures.CaseInsensitiveDict(answer.headers)
+    return response

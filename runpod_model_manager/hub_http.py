@@ -1,6 +1,6 @@
-"""HTTP for every request we send to a hub: connections whose sockets obey a Deadline, file requests sent
-straight through urllib3 (`Client`), and metadata answers fetched whole under connect and read timeouts, one
-overall deadline and a size cap.
+"""HTTP for every request we send to a hub, straight through urllib3 (`Client`): connections whose sockets
+obey a Deadline, file bodies read as they arrive, and metadata answers fetched whole under connect and read
+timeouts, one overall deadline and a size cap.
 
 The hub libraries' metadata calls take at most a timeout per read and no limit on the body (an endless JSON
 answer grows the process without end), so the downloaders fetch their metadata here and parse it themselves.
@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import urllib.request
-from collections.abc import Iterator, Mapping
-from urllib.parse import urljoin, urlsplit
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlencode, urljoin, urlsplit
 
-import requests
 import urllib3
-from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.poolmanager import PoolManager, ProxyManager
@@ -61,18 +61,6 @@ class _HTTPSPool(HTTPSConnectionPool):
 _POOLS = {"http": _HTTPPool, "https": _HTTPSPool}
 
 
-class _Adapter(HTTPAdapter):
-    def init_poolmanager(self, *args, **kwargs) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = _POOLS
-
-    def proxy_manager_for(self, proxy, **kwargs):
-        manager = super().proxy_manager_for(proxy, **kwargs)
-        if type(manager) is ProxyManager:  # a SOCKS manager keeps its own connection classes
-            manager.pool_classes_by_scheme = _POOLS
-        return manager
-
-
 MAX_REDIRECTS = 10
 _CREDENTIALS = ("authorization", "cookie")
 HTTPError = urllib3.exceptions.HTTPError  # what a request or a body read raises when the exchange fails
@@ -83,14 +71,16 @@ class Refused(Exception):
 
 
 class Client:
-    """GET requests sent straight through urllib3, for the engine's files: requests' Session costs about three
-    times the CPU per request (merging settings, reading the proxy variables every time, wrapping answers).
+    """GET requests sent straight through urllib3: requests' Session costs about three times the CPU per
+    request (merging settings, reading the proxy variables every time, wrapping answers), and importing it
+    a sixth of a warm run's start-up.
 
     What requests gave is kept: every thread shares keep-alive connections that obey the thread's Deadline;
     proxies come from the environment as requests reads them (HTTP(S)_PROXY, ALL_PROXY, NO_PROXY), looked up
     once per origin; TLS is checked against the CA bundle requests uses (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE, else
     certifi's). Redirects are followed here, and credentials (Authorization, Cookie) go to the first URL's origin
-    only. Bodies are not decoded: what the server sends is what gets checked against the checksum.
+    only. Bodies are decoded only when asked (`decode`): a file's bytes are checked against its checksum as the
+    server sent them.
     """
 
     def __init__(self, connections: int):
@@ -100,7 +90,7 @@ class Client:
         self._lock = threading.Lock()
         self._tls = None
 
-    def get(self, url: str, headers: Mapping[str, str], timeout: tuple[float, float]):
+    def get(self, url: str, headers: Mapping[str, str], timeout: tuple[float, float], decode: bool = False):
         """The answer to GET `url` (an urllib3 response, body unread, redirects followed) and the URL that gave
         it. Raises HTTPError when the exchange fails, Refused for a redirect it will not follow."""
         first = _origin(url)
@@ -115,7 +105,7 @@ class Client:
                 redirect=False,
                 retries=False,
                 preload_content=False,
-                decode_content=False,
+                decode_content=decode,
                 timeout=limits,
             )
             location = response.get_redirect_location()
@@ -193,8 +183,9 @@ def _origin(url: str) -> tuple[str, str, int | None]:
 
 
 def _proxy_for(url: str) -> str | None:
-    """The proxy requests would use for `url` given the environment (None: none)."""
-    if not urllib.request.getproxies():
+    """The proxy requests would use for `url` given the environment (None: none); requests' own functions
+    decide, imported only when a proxy is set."""
+    if not any(scheme != "no" for scheme in urllib.request.getproxies()):
         return None
     from requests.utils import get_environ_proxies, prepend_scheme_if_needed, select_proxy
 
@@ -202,50 +193,50 @@ def _proxy_for(url: str) -> str | None:
     return prepend_scheme_if_needed(proxy, "http") if proxy else None
 
 
-def new_session() -> requests.Session:
-    """A requests session whose connections obey the thread's Deadline."""
-    session = requests.Session()
-    adapter = _Adapter()
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
-
-
-_ERRORS = (
-    (urllib3.exceptions.ReadTimeoutError, requests.exceptions.ConnectionError),
-    (urllib3.exceptions.SSLError, requests.exceptions.SSLError),
-    (urllib3.exceptions.DecodeError, requests.exceptions.ContentDecodingError),
-    (urllib3.exceptions.HTTPError, requests.exceptions.ChunkedEncodingError),
-)
-
-
-def body_chunks(response: requests.Response, size: int) -> Iterator[bytes]:
-    """The body of a streamed response as it arrives: each chunk is what the connection had, up to `size`
-    bytes, so that a caller sees a trickle (and can judge its rate) instead of waiting for a full chunk.
-    Errors are raised as requests' exceptions, as iter_content raises them."""
-    try:
-        while chunk := response.raw.read1(size, decode_content=True):
-            yield chunk
-    except urllib3.exceptions.HTTPError as exc:
-        raise next(ours for theirs, ours in _ERRORS if isinstance(exc, theirs))(exc) from exc
-
-
 class HubUnreachable(Exception):
-    """No complete answer: the message says why in a few words ("timed out", "ConnectionError")."""
+    """No complete answer: the message says why in a few words ("timed out", "no connection")."""
 
 
 class AnswerTooLarge(Exception):
     """The answer is larger than RPMM_METADATA_MAX_BYTES; the message is a sentence."""
 
 
-_local = threading.local()
+@dataclass(frozen=True)
+class Answer:
+    """A metadata answer, read whole (what the downloaders read of requests' Response)."""
+
+    status_code: int
+    headers: Mapping[str, str]  # case-insensitive
+    content: bytes
+    url: str  # the URL that gave it, after redirects
+
+    @property
+    def links(self) -> dict[str, dict[str, str]]:
+        """The Link header as requests parses it: {rel (or URL): {"url": ..., "rel": ..., ...}}."""
+        links = {}
+        for value in re.split(", *<", self.headers.get("Link", "").strip(" '\"")):
+            target, _, params = value.partition(";")
+            link = {"url": target.strip("<> '\"")}
+            for param in params.split(";") if params else ():
+                key, equals, val = param.partition("=")
+                if not equals:
+                    break
+                link[key.strip(" '\"")] = val.strip(" '\"")
+            if link["url"]:
+                links[link.get("rel") or link["url"]] = link
+        return links
 
 
-def _session() -> requests.Session:
-    session = getattr(_local, "session", None)
-    if session is None:
-        session = _local.session = new_session()
-    return session
+_metadata_client: Client | None = None
+_metadata_lock = threading.Lock()
+
+
+def _client() -> Client:
+    global _metadata_client
+    with _metadata_lock:
+        if _metadata_client is None:
+            _metadata_client = Client(connections=8)  # resolved 8 models at once (manager.RESOLVE_WORKERS)
+        return _metadata_client
 
 
 def fetch(
@@ -253,29 +244,37 @@ def fetch(
     limits: MetadataLimits,
     params: Mapping[str, str] | None = None,
     headers: Mapping[str, str] | None = None,
-) -> requests.Response:
-    """GET a metadata answer whole. Its body is in `response.content` (whatever the status); raises
-    HubUnreachable or AnswerTooLarge."""
+) -> Answer:
+    """GET a metadata answer whole (whatever the status); raises HubUnreachable or AnswerTooLarge."""
+    if params:
+        url = f"{url}{'&' if urlsplit(url).query else '?'}{urlencode(params)}"
+    sent = {"Accept-Encoding": "gzip, deflate", **(headers or {})}
     with deadline.Deadline(limits.deadline) as limit:
         try:
-            response = _session().get(
-                url,
-                params=params,
-                headers=dict(headers or {}),
-                stream=True,
-                timeout=(limits.connect_timeout, limits.read_timeout),
-            )
-            with response:
-                response._content = _read(response, limits, limit)
+            response, answered = _client().get(url, sent, (limits.connect_timeout, limits.read_timeout), decode=True)
+            try:
+                answer = Answer(response.status, response.headers, _read(response, limits, limit), answered)
+            finally:
+                discard(response)
             failure = None
-        except requests.RequestException as exc:
-            failure = "timed out" if isinstance(exc, requests.Timeout) else type(exc).__name__
+        except HTTPError as exc:
+            failure = _why(exc)
+        except Refused as exc:
+            failure = str(exc)
     # checked even when all went well: a connection cut at the deadline can end the headers or body early
     if limit.expired:
         raise HubUnreachable(f"no whole answer within {limits.deadline:g} s, RPMM_METADATA_TIMEOUT")
     if failure:
         raise HubUnreachable(failure)
-    return response
+    return answer
+
+
+def _why(exc: Exception) -> str:
+    if isinstance(exc, urllib3.exceptions.TimeoutError):
+        return "timed out"
+    if isinstance(exc, urllib3.exceptions.NewConnectionError):
+        return "no connection"
+    return type(exc).__name__
 
 
 def fetch_for_model(
@@ -285,7 +284,7 @@ def fetch_for_model(
     endpoint: tuple[str, str],
     params: Mapping[str, str] | None = None,
     headers: Mapping[str, str] | None = None,
-) -> requests.Response:
+) -> Answer:
     """`fetch` for one model's metadata: a hub that cannot be reached or answers too much fails that model
     (ModelError). `endpoint` is the hub's address and the variable that sets it, named in the error."""
     try:
@@ -297,7 +296,7 @@ def fetch_for_model(
         raise ModelError(model, str(exc)) from None
 
 
-def _read(response: requests.Response, limits: MetadataLimits, limit: deadline.Deadline) -> bytes:
+def _read(response, limits: MetadataLimits, limit: deadline.Deadline) -> bytes:
     too_large = AnswerTooLarge(
         f"the hub's answer is larger than {limits.max_bytes:,} bytes (RPMM_METADATA_MAX_BYTES); refused."
     )
@@ -305,16 +304,15 @@ def _read(response: requests.Response, limits: MetadataLimits, limit: deadline.D
     if declared.isdigit() and int(declared) > limits.max_bytes:
         raise too_large
     body = bytearray()
-    for chunk in body_chunks(response, 1 << 16):
-        body += chunk
+    # what the connection has, as it arrives: a trickle is measured against the deadline between pieces
+    while (piece := response.read1(1 << 16)) and not limit.expired:
+        body += piece
         if len(body) > limits.max_bytes:
             raise too_large
-        if limit.expired:
-            raise requests.Timeout()
     return bytes(body)
 
 
-def json_of(response: requests.Response):
+def json_of(response: Answer):
     """The JSON value of an answer; MalformedMetadata when it is not JSON."""
     try:
         return json.loads(response.content)
