@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import threading
 import urllib.request
 from collections.abc import Mapping
@@ -212,19 +211,13 @@ class Answer:
 
     @property
     def links(self) -> dict[str, dict[str, str]]:
-        """The Link header as requests parses it: {rel (or URL): {"url": ..., "rel": ..., ...}}."""
-        links = {}
-        for value in re.split(", *<", self.headers.get("Link", "").strip(" '\"")):
-            target, _, params = value.partition(";")
-            link = {"url": target.strip("<> '\"")}
-            for param in params.split(";") if params else ():
-                key, equals, val = param.partition("=")
-                if not equals:
-                    break
-                link[key.strip(" '\"")] = val.strip(" '\"")
-            if link["url"]:
-                links[link.get("rel") or link["url"]] = link
-        return links
+        """The Link header by rel, as requests' Response.links: {"next": {"url": ..., "rel": "next"}, ...}."""
+        value = self.headers.get("Link")
+        if not value:
+            return {}
+        from requests.utils import parse_header_links  # imported only for a paginated answer
+
+        return {link.get("rel") or link["url"]: link for link in parse_header_links(value)}
 
 
 _metadata_client: Client | None = None
