@@ -27,13 +27,7 @@ from runpod_model_manager.reporting import human_bytes, make_reporter
 @options.common_options
 @options.handle_errors
 def command(
-    models,
-    all_projects,
-    project_names,
-    source,
-    revision,
-    include,
-    exclude,
+    selection,
     dry_run,
     force,
     verify,
@@ -51,8 +45,7 @@ def command(
     if verbose:
         logging.basicConfig(level=logging.INFO)
     reporter = make_reporter(json_output, quiet, verbose)
-    selection = (models, all_projects, project_names, source, revision, include, exclude)
-    specs = options.model_specs(*selection, reporter, verb="download")
+    specs = selection.specs(reporter, verb="download")
     cache = options.open_cache(cache_dir, reporter, create=not dry_run)
     manager = options.manager(cache, token, lock_file, frozen, reporter, workers, connections)
     if manager.lock is not None and (pinned := len(specs) - len(manager.lock.missing(specs))):

@@ -6,6 +6,7 @@ import functools
 import logging
 import os
 import sys
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import click
@@ -96,42 +97,59 @@ def confirm(plan: list[str], question: str) -> None:
         raise UserError("nothing was removed.")
 
 
+@dataclass(frozen=True)
+class Selection:
+    """What MODEL... | --all | --project NAME select, and what applies to the given IDs."""
+
+    models: tuple[str, ...]
+    all_projects: bool
+    project_names: tuple[str, ...]
+    source: str
+    revision: str | None
+    include: tuple[str, ...]
+    exclude: tuple[str, ...]
+
+    def specs(self, reporter: Reporter, verb: str) -> list[ModelSpec]:
+        """The specs selected, their sources checked; none selected is a usage error."""
+        if not (self.models or self.all_projects or self.project_names):
+            raise UserError(f"nothing to {verb}: give model IDs, --all or --project NAME (see --help).")
+        source = normalize_source(self.source)
+        specs: list[ModelSpec] = []
+        if self.all_projects or self.project_names:
+            for project in projects(self.project_names, reporter):
+                specs.extend(project.model_specs())
+        for text in self.models:
+            specs.append(parse_model_spec(text, source).with_overrides(self.revision, self.include, self.exclude))
+        check_sources({source} - {"auto"} | {spec.source for spec in specs})
+        return specs
+
+
 def selection_options(func):
-    """MODEL... | --all | --project NAME, and what applies to the given IDs: as `download` takes them."""
-    options = [
-        click.argument("models", nargs=-1),
-        click.option("--all", "all_projects", is_flag=True, help="Every model of every registered project."),
-        click.option("--project", "project_names", multiple=True, help="Only this project's models (repeatable)."),
-        click.option(
-            "--source",
-            default="auto",
-            show_default=True,
-            help="Hub for model IDs: auto, huggingface (hf), modelscope (ms).",
-        ),
-        click.option("--revision", help="Branch, tag or commit for the given models."),
-        click.option("--include", multiple=True, help="Only files matching this glob (repeatable)."),
-        click.option("--exclude", multiple=True, help="Skip files matching this glob (repeatable)."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    """MODEL... | --all | --project NAME, --source, --revision, --include, --exclude, as `download` takes
+    them: handed to the command as one `selection` (a Selection)."""
 
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        selection = Selection(**{f.name: kwargs.pop(f.name) for f in fields(Selection)})
+        return func(*args, selection=selection, **kwargs)
 
-def model_specs(
-    models, all_projects, project_names, source, revision, include, exclude, reporter: Reporter, verb: str
-) -> list[ModelSpec]:
-    """The specs `selection_options` select, their sources checked; none selected is a usage error."""
-    if not (models or all_projects or project_names):
-        raise UserError(f"nothing to {verb}: give model IDs, --all or --project NAME (see --help).")
-    source = normalize_source(source)
-    specs: list[ModelSpec] = []
-    if all_projects or project_names:
-        for project in projects(project_names, reporter):
-            specs.extend(project.model_specs())
-    for text in models:
-        specs.append(parse_model_spec(text, source).with_overrides(revision, include, exclude))
-    check_sources({source} - {"auto"} | {spec.source for spec in specs})
-    return specs
+    return _apply(
+        wrapper,
+        [
+            click.argument("models", nargs=-1),
+            click.option("--all", "all_projects", is_flag=True, help="Every model of every registered project."),
+            click.option("--project", "project_names", multiple=True, help="Only this project's models (repeatable)."),
+            click.option(
+                "--source",
+                default="auto",
+                show_default=True,
+                help="Hub for model IDs: auto, huggingface (hf), modelscope (ms).",
+            ),
+            click.option("--revision", help="Branch, tag or commit for the given models."),
+            click.option("--include", multiple=True, help="Only files matching this glob (repeatable)."),
+            click.option("--exclude", multiple=True, help="Skip files matching this glob (repeatable)."),
+        ],
+    )
 
 
 def projects(names: tuple[str, ...], reporter: Reporter):

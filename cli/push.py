@@ -34,13 +34,7 @@ from runpod_model_manager.reporting import human_bytes, make_reporter
 @options.common_options
 @options.handle_errors
 def command(
-    models,
-    all_projects,
-    project_names,
-    source,
-    revision,
-    include,
-    exclude,
+    selection,
     destination,
     datacenter,
     endpoint_url,
@@ -71,8 +65,7 @@ def command(
     tuning = {"workers": workers, "connections": connections}
     settings = PushSettings(**{k: v for k, v in tuning.items() if v})
     reporter = make_reporter(json_output, quiet, verbose)
-    selection = (models, all_projects, project_names, source, revision, include, exclude)
-    specs = options.model_specs(*selection, reporter, verb="push")
+    specs = selection.specs(reporter, verb="push")
     store = Store(target, settings)
     store.check()  # boto3, credentials and the volume, before anything is downloaded
     cache = options.open_cache(cache_dir, reporter, create=not dry_run)
