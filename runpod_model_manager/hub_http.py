@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import threading
 import urllib.request
 from collections.abc import Mapping
@@ -196,6 +197,10 @@ class HubUnreachable(Exception):
     """No complete answer: the message says why in a few words ("timed out", "no connection")."""
 
 
+class CertificateRefused(HubUnreachable):
+    """The server's TLS certificate is not trusted: the message says why (no retry can help)."""
+
+
 class AnswerTooLarge(Exception):
     """The answer is larger than RPMM_METADATA_MAX_BYTES; the message is a sentence."""
 
@@ -251,6 +256,8 @@ def fetch(
                 discard(response)
             failure = None
         except HTTPError as exc:
+            if problem := _certificate_problem(exc):
+                raise CertificateRefused(problem) from None
             failure = _why(exc)
         except Refused as exc:
             failure = str(exc)
@@ -260,6 +267,14 @@ def fetch(
     if failure:
         raise HubUnreachable(failure)
     return answer
+
+
+def _certificate_problem(exc: Exception) -> str | None:
+    """Why the server's TLS certificate was refused, when that is what failed."""
+    if isinstance(exc, urllib3.exceptions.SSLError):
+        refused = next((a for a in exc.args if isinstance(a, ssl.SSLCertVerificationError)), None)
+        return refused.verify_message if refused is not None else None
+    return None
 
 
 def _why(exc: Exception) -> str:
@@ -280,10 +295,16 @@ def fetch_for_model(
 ) -> Answer:
     """`fetch` for one model's metadata: a hub that cannot be reached or answers too much fails that model
     (ModelError). `endpoint` is the hub's address and the variable that sets it, named in the error."""
+    address, variable = endpoint
     try:
         return fetch(url, limits, params=params, headers=headers)
+    except CertificateRefused as exc:
+        raise ModelError(
+            model,
+            f"the TLS certificate of {address} was refused ({exc}); set REQUESTS_CA_BUNDLE to the file of the "
+            f"certificate authorities to trust, or check {variable}.",
+        ) from None
     except HubUnreachable as exc:
-        address, variable = endpoint
         raise ModelError(model, f"could not reach {address} ({exc}); check the network or {variable}.") from None
     except AnswerTooLarge as exc:
         raise ModelError(model, str(exc)) from None

@@ -5,14 +5,20 @@ credentials reach the hub alone, not the CDN it redirects to, with either source
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import http.client
+import socket
+import socketserver
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
-from tests.cli_helpers import run_cli
+from tests.cli_helpers import assert_one_line_error, run_cli
 from tests.hub import HF, MS
 from tests.test_reliability import wait_until
 
@@ -118,3 +124,101 @@ def test_credentials_go_to_the_hub_and_never_to_the_cdn(hub_env, tmp_path, sourc
     ours = [r for r in hub.log if "private-ish" in r.path]
     assert any(r.server == "cdn" for r in ours) and any(r.server == "hub" for r in ours)
     assert all(r.credentials == (r.server == "hub") for r in ours), [(r.route, r.credentials) for r in ours]
+
+
+class TLSFront(socketserver.ThreadingTCPServer):
+    """TLS on loopback in front of the hub: each connection is decrypted here and relayed to the hub as is."""
+
+    daemon_threads = True
+
+    def __init__(self, upstream: tuple[str, int], cert: Path, key: Path) -> None:
+        super().__init__(("127.0.0.1", 0), _TLSRelay)
+        self.upstream = upstream
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(cert, key)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+class _TLSRelay(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        try:
+            client = self.server.context.wrap_socket(self.request, server_side=True)
+        except (ssl.SSLError, OSError):
+            return  # the client refused our certificate
+        upstream = socket.create_connection(self.server.upstream)
+        threading.Thread(target=_pump, args=(upstream, client), daemon=True).start()
+        _pump(client, upstream)
+
+    def finish(self) -> None:
+        self.request.close()
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := source.recv(1 << 16):
+            sink.sendall(data)
+    with contextlib.suppress(OSError):
+        sink.shutdown(socket.SHUT_WR)
+
+
+def _self_signed(folder: Path, name: str) -> tuple[Path, Path]:
+    """A certificate for the host `name` (a DNS name) signed by its own key: its own CA."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_file, key_file
+
+
+@pytest.fixture
+def tls_hub(hub_env, tmp_path):
+    cert, key = _self_signed(tmp_path, "localhost")
+    hub = urlsplit(hub_env.hub.url)
+    front = TLSFront((hub.hostname, hub.port), cert, key)
+    yield front, cert
+    front.shutdown()
+    front.server_close()
+
+
+def test_tls_certificates_are_checked_against_the_ca_bundle(hub_env, tls_hub, tmp_path):
+    """An https hub whose certificate no trusted CA signed is refused in one line, and so is a certificate
+    for another host name; with the CA in REQUESTS_CA_BUNDLE the same hub serves the model."""
+    front, cert = tls_hub
+    hub_env.hub.add_repo(HF, "org/tls", {"config.json": b'{"tls": true}'})
+    port = front.server_address[1]
+    base = {**hub_env.env, "HF_ENDPOINT": f"https://localhost:{port}"}
+    base = {k: v for k, v in base.items() if k not in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_FILE")}
+    args = ("hf:org/tls", "--lock-file", str(tmp_path / "no"))
+
+    untrusted = run_cli(base, *args, "--cache-dir", str(tmp_path / "a"))
+    assert_one_line_error(untrusted, 1, "org/tls", "certificate", "REQUESTS_CA_BUNDLE")
+    assert not list((tmp_path / "a").rglob("config.json"))
+
+    wrong_host = {**base, "REQUESTS_CA_BUNDLE": str(cert), "HF_ENDPOINT": f"https://127.0.0.1:{port}"}
+    assert_one_line_error(run_cli(wrong_host, *args, "--cache-dir", str(tmp_path / "b")), 1, "org/tls", "certificate")
+
+    trusted = run_cli({**base, "REQUESTS_CA_BUNDLE": str(cert)}, *args, "--cache-dir", str(tmp_path / "c"))
+    assert trusted.returncode == 0, trusted.stderr
+    (config,) = (tmp_path / "c").rglob("config.json")
+    assert config.read_bytes() == b'{"tls": true}'
