@@ -31,6 +31,11 @@ def test_policy_many_small_files_many_at_once_few_large_ones():
     assert adaptive_workers([]) == 1
 
 
+# The hub counts a request as served until its handler thread has returned from sending the answer; by then
+# the client, which has read the whole answer, may have sent its next request, which another thread counts.
+COUNTING_SLACK = 2
+
+
 def test_many_small_files_get_many_requests_in_flight(hub_env, tmp_path):
     hub = hub_env.hub
     files = {f"shard_{i:03d}.json": b"x" * (1000 + i) for i in range(100)}
@@ -42,7 +47,7 @@ def test_many_small_files_get_many_requests_in_flight(hub_env, tmp_path):
     result = run_cli(hub_env.env, "hf:org/many", "--cache-dir", str(cache), "--lock-file", str(tmp_path / "no.lock"))
     assert result.returncode == 0, result.stderr
     assert hub.count("hf.resolve", "GET") == len(files)  # one request per file, each once
-    assert OLD_DEFAULT_WORKERS * 2 <= hub.peak_concurrency - lingering <= MAX_IN_FLIGHT
+    assert OLD_DEFAULT_WORKERS * 2 <= hub.peak_concurrency - lingering <= MAX_IN_FLIGHT + COUNTING_SLACK
 
 
 def test_large_files_share_the_requests_in_flight(hub_env, tmp_path):
@@ -61,7 +66,7 @@ def test_large_files_share_the_requests_in_flight(hub_env, tmp_path):
     [result] = manager.download([parse_model_spec("hf:org/big")])
     assert result.status == "downloaded", result.error
     assert hub.count("cdn.blob", "GET") == 12 * 8
-    assert settings.connections < hub.peak_concurrency - lingering <= MAX_IN_FLIGHT
+    assert settings.connections < hub.peak_concurrency - lingering <= MAX_IN_FLIGHT + COUNTING_SLACK
 
 
 def test_verbose_prints_where_the_time_per_file_went(hub_env, tmp_path):
