@@ -88,6 +88,15 @@ def frame_samples(first: int, end: int) -> tuple[int, int]:
     return FRAME_START_SAMPLES + first * FRAME_SAMPLES, FRAME_START_SAMPLES + end * FRAME_SAMPLES
 
 
+def frame_seconds(first: int, end: int, n_frames: int, duration: float) -> tuple[float, float]:
+    """Start and end in seconds of frames [first, end) of the n_frames that cover `duration` s of audio. The
+    first and last frames reach the audio's ends: no frame is nearest to its first and last ~22 ms."""
+    a, b = frame_samples(first, end)
+    start = 0.0 if first == 0 else min(duration, a / SAMPLE_RATE)
+    stop = duration if end >= n_frames else min(duration, b / SAMPLE_RATE)
+    return start, stop
+
+
 def runs(mask: np.ndarray) -> list[tuple[int, int]]:
     """[first, last + 1) of each run of True."""
     edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))

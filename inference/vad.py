@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .diarization import aggregate, chunk_starts
-from .segmentation import FRAME_SAMPLES, SAMPLE_RATE, SpeakerSegmentation, frame_samples, runs
+from .segmentation import FRAME_SAMPLES, SAMPLE_RATE, SpeakerSegmentation, frame_seconds, runs
 
 DEFAULT_THRESHOLD = 0.5
 # Chunks every 2.99 s: on the AMI excerpts as accurate as every second (speaker tracking needs that, not
@@ -63,7 +63,7 @@ def speech_segments(
     duration = len(audio) / SAMPLE_RATE
     spans: list[list[float]] = []
     for first, end in runs(active):
-        start, stop = (max(0.0, min(duration, s / SAMPLE_RATE)) for s in frame_samples(first, end))
+        start, stop = frame_seconds(first, end, len(active), duration)
         if spans and start - spans[-1][1] < MIN_SILENCE_SECONDS:
             spans[-1][1] = stop
         else:

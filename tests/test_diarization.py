@@ -14,6 +14,7 @@ from inference.campplus import FEATURE_SIZE, CamPlusPlus, fbank
 from inference.diarization import (
     FEATURES_PER_SECOND,
     MIN_HINTED_THRESHOLD,
+    MIN_SPEECH_FRAMES,
     SPLIT_MIN_SECONDS,
     THRESHOLD_STEP,
     chunk_starts,
@@ -21,8 +22,19 @@ from inference.diarization import (
     cluster_with_hint,
     speaker_changes,
     split_voices,
+    without_short_speech,
 )
-from inference.segmentation import CHUNK_SAMPLES, FRAME_SAMPLES, POWERSET, SpeakerSegmentation, local_speakers
+from inference.segmentation import (
+    CHUNK_SAMPLES,
+    FRAME_SAMPLES,
+    POWERSET,
+    SAMPLE_RATE,
+    SpeakerSegmentation,
+    chunk_frames,
+    frame_samples,
+    frame_seconds,
+    local_speakers,
+)
 from inference.vad import hysteresis
 from inference.voices import MIN_PIECE_FRAMES, normalized, pieces, pooled, window_embeddings
 from tests.test_handler import real_weights
@@ -82,6 +94,28 @@ def test_chunks_cover_the_audio_on_the_frame_grid():
         assert all(start % FRAME_SAMPLES == 0 for start in starts)
         assert starts[-1] + CHUNK_SAMPLES >= n_samples
         assert starts[-1] + CHUNK_SAMPLES - FRAME_SAMPLES < max(n_samples, CHUNK_SAMPLES)
+
+
+def test_the_first_and_last_frames_reach_the_ends_of_the_audio():
+    n_samples = 30 * SAMPLE_RATE
+    starts = chunk_starts(n_samples)
+    n_frames = starts[-1] // FRAME_SAMPLES + chunk_frames()
+
+    assert frame_seconds(0, n_frames, n_frames, 30.0) == (0.0, 30.0)
+    assert frame_seconds(100, 200, n_frames, 30.0) == tuple(s / SAMPLE_RATE for s in frame_samples(100, 200))
+
+
+def test_speech_shorter_than_the_minimum_is_dropped_unless_it_adjoins_other_speech():
+    active = np.zeros((200, 2), dtype=bool)
+    active[10 : 10 + MIN_SPEECH_FRAMES - 1, 0] = True  # a blip on its own
+    active[50 : 50 + MIN_SPEECH_FRAMES, 0] = True  # long enough
+    active[100:140, 0] = True
+    active[140:145, 1] = True  # a short turn right after another speaker's
+
+    kept = without_short_speech(active)
+
+    assert not kept[:40].any()
+    assert (kept[40:] == active[40:]).all()
 
 
 def test_speech_bias_turns_a_close_call_between_silence_and_speech_into_speech():
