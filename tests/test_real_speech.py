@@ -17,13 +17,14 @@ from tests import ami
 from tests.der import Score, score
 from tests.test_handler import build_model_cache
 
-MEAN_DER_BOUND = 0.33  # measured: 0.307, with the true number of speakers too
-TRN06_DER_BOUND = 0.11  # measured: 0.075 (3 speakers, 12 % overlapping speech)
-TRN03_DER_BOUND = 0.03  # measured: 0.006 (2 speakers, one talking 29 s)
-TRN00_DER_BOUND = 0.43  # measured: 0.387; 0.487 while its two voices in one local speaker stayed one speaker
+MEAN_DER_BOUND = 0.32  # measured: 0.302, with the true number of speakers too
+TRN06_DER_BOUND = 0.11  # measured: 0.073 (3 speakers, 12 % overlapping speech)
+TRN03_DER_BOUND = 0.03  # measured: 0.005 (2 speakers, one talking 29 s)
+TRN00_DER_BOUND = 0.43  # measured: 0.386; 0.487 while its two voices in one local speaker stayed one speaker
+TRN01_DER_BOUND = 0.90  # measured: 0.880; 0.924 with a 0.25 s blip of false alarm (5.7 s of speech in all)
 MIN_COUNTS_RIGHT = 6  # measured: 7 of 10 speaker counts right with no hint
-VAD_MISSED_BOUND = 0.23  # measured: 0.194 of the reference speech, mean over the excerpts
-VAD_FALSE_ALARM_BOUND = 0.05  # measured: 0.028
+VAD_MISSED_BOUND = 0.23  # measured: 0.190 of the reference speech, mean over the excerpts
+VAD_FALSE_ALARM_BOUND = 0.05  # measured: 0.027
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +109,8 @@ def test_speech_is_found_in_every_excerpt(excerpts, results):
 
 
 @pytest.mark.parametrize(
-    ("uri", "bound"), [("trn06", TRN06_DER_BOUND), ("trn03", TRN03_DER_BOUND), ("trn00", TRN00_DER_BOUND)]
+    ("uri", "bound"),
+    [("trn06", TRN06_DER_BOUND), ("trn03", TRN03_DER_BOUND), ("trn00", TRN00_DER_BOUND), ("trn01", TRN01_DER_BOUND)],
 )
 def test_der_of_one_excerpt(excerpts, results, uri, bound):
     assert _score(excerpts[uri], results[uri]).der <= bound, results[uri]
