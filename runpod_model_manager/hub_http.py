@@ -70,6 +70,17 @@ class Refused(Exception):
     """A redirect or proxy the client will not follow; the message says which."""
 
 
+class CertificateRefused(Refused):
+    """A server whose TLS certificate is not trusted: no retry can help."""
+
+    def __init__(self, origin: tuple[str, str, int | None], problem: str):
+        scheme, host, port = origin
+        super().__init__(
+            f"the TLS certificate of {scheme}://{host}:{port} was refused ({problem}); "
+            "set REQUESTS_CA_BUNDLE to the file of the certificate authorities to trust"
+        )
+
+
 class Client:
     """GET requests sent straight through urllib3: requests' Session costs about three times the CPU per
     request (merging settings, reading the proxy variables every time, wrapping answers), and importing it
@@ -92,22 +103,29 @@ class Client:
 
     def get(self, url: str, headers: Mapping[str, str], timeout: tuple[float, float], decode: bool = False):
         """The answer to GET `url` (an urllib3 response, body unread, redirects followed) and the URL that gave
-        it. Raises HTTPError when the exchange fails, Refused for a redirect it will not follow."""
+        it. Raises HTTPError when the exchange fails, Refused for a redirect it will not follow or a server
+        certificate it does not trust."""
         first = _origin(url)
         limits = urllib3.Timeout(connect=timeout[0], read=timeout[1])
         for _ in range(MAX_REDIRECTS + 1):
             origin = _origin(url)
             sent = headers if origin == first else _without_credentials(headers)
-            response = self._manager(url, origin).urlopen(
-                "GET",
-                url,
-                headers=sent,
-                redirect=False,
-                retries=False,
-                preload_content=False,
-                decode_content=decode,
-                timeout=limits,
-            )
+            try:
+                response = self._manager(url, origin).urlopen(
+                    "GET",
+                    url,
+                    headers=sent,
+                    redirect=False,
+                    retries=False,
+                    preload_content=False,
+                    decode_content=decode,
+                    timeout=limits,
+                )
+            except urllib3.exceptions.SSLError as exc:
+                refused = next((a for a in exc.args if isinstance(a, ssl.SSLCertVerificationError)), None)
+                if refused is None:
+                    raise
+                raise CertificateRefused(origin, refused.verify_message) from None
             location = response.get_redirect_location()
             if not location:
                 return response, url
@@ -197,10 +215,6 @@ class HubUnreachable(Exception):
     """No complete answer: the message says why in a few words ("timed out", "no connection")."""
 
 
-class CertificateRefused(HubUnreachable):
-    """The server's TLS certificate is not trusted: the message says why (no retry can help)."""
-
-
 class AnswerTooLarge(Exception):
     """The answer is larger than RPMM_METADATA_MAX_BYTES; the message is a sentence."""
 
@@ -243,7 +257,8 @@ def fetch(
     params: Mapping[str, str] | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> Answer:
-    """GET a metadata answer whole (whatever the status); raises HubUnreachable or AnswerTooLarge."""
+    """GET a metadata answer whole (whatever the status); raises HubUnreachable, CertificateRefused or
+    AnswerTooLarge."""
     if params:
         url = f"{url}{'&' if urlsplit(url).query else '?'}{urlencode(params)}"
     sent = {"Accept-Encoding": "gzip, deflate", **(headers or {})}
@@ -256,9 +271,9 @@ def fetch(
                 discard(response)
             failure = None
         except HTTPError as exc:
-            if problem := _certificate_problem(exc):
-                raise CertificateRefused(problem) from None
             failure = _why(exc)
+        except CertificateRefused:
+            raise
         except Refused as exc:
             failure = str(exc)
     # checked even when all went well: a connection cut at the deadline can end the headers or body early
@@ -267,14 +282,6 @@ def fetch(
     if failure:
         raise HubUnreachable(failure)
     return answer
-
-
-def _certificate_problem(exc: Exception) -> str | None:
-    """Why the server's TLS certificate was refused, when that is what failed."""
-    if isinstance(exc, urllib3.exceptions.SSLError):
-        refused = next((a for a in exc.args if isinstance(a, ssl.SSLCertVerificationError)), None)
-        return refused.verify_message if refused is not None else None
-    return None
 
 
 def _why(exc: Exception) -> str:
@@ -299,11 +306,7 @@ def fetch_for_model(
     try:
         return fetch(url, limits, params=params, headers=headers)
     except CertificateRefused as exc:
-        raise ModelError(
-            model,
-            f"the TLS certificate of {address} was refused ({exc}); set REQUESTS_CA_BUNDLE to the file of the "
-            f"certificate authorities to trust, or check {variable}.",
-        ) from None
+        raise ModelError(model, f"{exc}, or check {variable}.") from None
     except HubUnreachable as exc:
         raise ModelError(model, f"could not reach {address} ({exc}); check the network or {variable}.") from None
     except AnswerTooLarge as exc:

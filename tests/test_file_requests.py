@@ -136,11 +136,13 @@ class TLSFront(socketserver.ThreadingTCPServer):
         self.upstream = upstream
         self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.context.load_cert_chain(cert, key)
+        self.connections = 0
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
 
 class _TLSRelay(socketserver.BaseRequestHandler):
     def handle(self) -> None:
+        self.server.connections += 1
         try:
             client = self.server.context.wrap_socket(self.request, server_side=True)
         except (ssl.SSLError, OSError):
@@ -191,12 +193,27 @@ def _self_signed(folder: Path, name: str) -> tuple[Path, Path]:
     return cert_file, key_file
 
 
+def _tls_front(url: str, folder: Path):
+    cert, key = _self_signed(folder, "localhost")
+    server = urlsplit(url)
+    return TLSFront((server.hostname, server.port), cert, key), cert
+
+
 @pytest.fixture
 def tls_hub(hub_env, tmp_path):
-    cert, key = _self_signed(tmp_path, "localhost")
-    hub = urlsplit(hub_env.hub.url)
-    front = TLSFront((hub.hostname, hub.port), cert, key)
+    front, cert = _tls_front(hub_env.hub.url, tmp_path)
     yield front, cert
+    front.shutdown()
+    front.server_close()
+
+
+@pytest.fixture
+def tls_cdn(hub_env, tmp_path):
+    """The hub's LFS redirects point at https://localhost:PORT, a TLS front of its CDN."""
+    front, cert = _tls_front(hub_env.hub.cdn_url, tmp_path)
+    hub_env.hub.cdn_front = f"https://localhost:{front.server_address[1]}"
+    yield front, cert
+    hub_env.hub.cdn_front = None
     front.shutdown()
     front.server_close()
 
@@ -222,3 +239,24 @@ def test_tls_certificates_are_checked_against_the_ca_bundle(hub_env, tls_hub, tm
     assert trusted.returncode == 0, trusted.stderr
     (config,) = (tmp_path / "c").rglob("config.json")
     assert config.read_bytes() == b'{"tls": true}'
+
+
+def test_a_cdn_certificate_that_is_not_trusted_fails_the_file_at_once(hub_env, tls_cdn, tmp_path):
+    """Retrying cannot make a certificate trusted: one TLS handshake, one line; the CA in REQUESTS_CA_BUNDLE
+    then lets the same redirect through."""
+    front, cert = tls_cdn
+    weights = bytes(range(256)) * (2 * MiB // 256)  # LFS: the hub redirects to the CDN
+    hub_env.hub.add_repo(HF, "org/tls-cdn", {"config.json": b"{}", "model.safetensors": weights})
+    base = {k: v for k, v in hub_env.env.items() if k not in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")}
+    args = ("hf:org/tls-cdn", "--lock-file", str(tmp_path / "no"), "--connections", "1")
+
+    refused = run_cli(base, *args, "--cache-dir", str(tmp_path / "a"))
+    assert_one_line_error(refused, 1, "model.safetensors", "TLS certificate of https://localhost", "REQUESTS_CA_BUNDLE")
+    assert "retry" not in refused.stderr
+    assert front.connections == 1
+    assert not list((tmp_path / "a").rglob("model.safetensors"))
+
+    trusted = run_cli({**base, "REQUESTS_CA_BUNDLE": str(cert)}, *args, "--cache-dir", str(tmp_path / "b"))
+    assert trusted.returncode == 0, trusted.stderr
+    (stored,) = (tmp_path / "b").rglob("snapshots/*/model.safetensors")
+    assert stored.read_bytes() == weights

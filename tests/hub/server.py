@@ -341,6 +341,7 @@ class LocalHub:
         self._serving = 0
         self.server_errors: list[str] = []
         self._port, self._cdn_port = port, cdn_port
+        self.cdn_front: str | None = None
         self._servers: list[_Server] = []
         self._threads: list[threading.Thread] = []
         self._conns: set[socket.socket] = set()
@@ -396,7 +397,8 @@ class LocalHub:
 
     @property
     def cdn_url(self) -> str:
-        return self._base("cdn")
+        """Where LFS redirects point: the CDN server, or `cdn_front` (a proxy in front of it) when set."""
+        return self.cdn_front or self._base("cdn")
 
     def _base(self, role: str) -> str:
         for srv in self._servers:
