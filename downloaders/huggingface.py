@@ -19,7 +19,7 @@ import contextlib
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 from urllib.parse import quote, urlsplit
 
 from runpod_model_manager import validate
@@ -37,6 +37,19 @@ DEFAULT_ENDPOINT = "https://huggingface.co"
 # the Hub may cut `siblings` short for larger repos (server-side caching): then the tree listing is used,
 # as huggingface_hub's snapshot_download did with the same threshold before it always listed the tree
 RELIABLE_SIBLINGS = 1000
+
+
+class _FileFields(NamedTuple):
+    """What the Hub calls a file's fields in one kind of answer."""
+
+    path: str
+    lfs_sha256: str
+    git_sha1: str
+
+
+_SIBLING = _FileFields("rfilename", "sha256", "blobId")  # /api/models/{repo}/revision/{rev}: siblings
+_TREE_ENTRY = _FileFields("path", "oid", "oid")  # /api/models/{repo}/tree/{rev}
+
 _PARTIAL = re.compile(r"^(?P<etag>[^.]+)(\.[0-9a-f]{8})?\.incomplete$|^tmp_[0-9a-f-]{36}$")
 
 
@@ -86,18 +99,10 @@ class HuggingFaceDownloader(Downloader):
         siblings = member(info, "siblings", list, "siblings")
         if not 0 < len(siblings) <= RELIABLE_SIBLINGS:
             return ResolvedModel(spec, commit, self._tree(spec, commit))
-        files = []
-        for i, sibling in enumerate(siblings):
-            where = f"siblings[{i}]"
-            path = member(expect(sibling, dict, where), "rfilename", str, f"{where}.rfilename")
-            lfs = member(sibling, "lfs", dict, f"{where}.lfs", optional=True)
-            if lfs is not None:
-                checksum = "sha256:" + member(lfs, "sha256", str, f"{where}.lfs.sha256")
-                size = member(lfs, "size", int, f"{where}.lfs.size")
-            else:
-                checksum = "git-sha1:" + member(sibling, "blobId", str, f"{where}.blobId")
-                size = member(sibling, "size", int, f"{where}.size")
-            files.append(RemoteFile(path, size, self.file_url(spec.repo_id, commit, path), checksum))
+        files = [
+            self._remote_file(spec, commit, expect(sibling, dict, f"siblings[{i}]"), f"siblings[{i}].", _SIBLING)
+            for i, sibling in enumerate(siblings)
+        ]
         return ResolvedModel(spec, commit, tuple(files))
 
     def _tree(self, spec: ModelSpec, commit: str) -> tuple[RemoteFile, ...]:
@@ -125,17 +130,21 @@ class HuggingFaceDownloader(Downloader):
                 where = f"the tree listing's page {page}, entry {i}"
                 if member(expect(entry, dict, where), "type", str, f"{where}: type") != "file":
                     continue
-                path = member(entry, "path", str, f"{where}: path")
-                lfs = member(entry, "lfs", dict, f"{where}: lfs", optional=True)
-                if lfs is not None:
-                    checksum = "sha256:" + member(lfs, "oid", str, f"{where}: lfs.oid")
-                    size = member(lfs, "size", int, f"{where}: lfs.size")
-                else:
-                    checksum = "git-sha1:" + member(entry, "oid", str, f"{where}: oid")
-                    size = member(entry, "size", int, f"{where}: size")
-                files.append(RemoteFile(path, size, self.file_url(spec.repo_id, commit, path), checksum))
+                files.append(self._remote_file(spec, commit, entry, f"{where}: ", _TREE_ENTRY))
             url, params = response.links.get("next", {}).get("url"), None
         return tuple(files)
+
+    def _remote_file(self, spec: ModelSpec, commit: str, entry: dict, where: str, names: _FileFields) -> RemoteFile:
+        """One file of a metadata answer; `where` prefixes each field's name in an error."""
+        path = member(entry, names.path, str, f"{where}{names.path}")
+        lfs = member(entry, "lfs", dict, f"{where}lfs", optional=True)
+        if lfs is not None:
+            checksum = "sha256:" + member(lfs, names.lfs_sha256, str, f"{where}lfs.{names.lfs_sha256}")
+            size = member(lfs, "size", int, f"{where}lfs.size")
+        else:
+            checksum = "git-sha1:" + member(entry, names.git_sha1, str, f"{where}{names.git_sha1}")
+            size = member(entry, "size", int, f"{where}size")
+        return RemoteFile(path, size, self.file_url(spec.repo_id, commit, path), checksum)
 
     def _fetch(self, spec: ModelSpec, url: str, params: dict | None) -> Answer:
         from runpod_model_manager import hub_http
