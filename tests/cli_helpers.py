@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -78,3 +81,24 @@ def recorded_bytes(cache: Path) -> int:
         with contextlib.suppress(OSError, ValueError, KeyError):  # replaced under our feet: next time
             total += sum(done for _, _, done in json.loads(record.read_text())["parts"])
     return total
+
+
+def content(n: int, seed: int = 0) -> bytes:
+    """`n` bytes that differ with `seed`."""
+    block = hashlib.sha256(f"{seed}".encode()).digest()
+    return (block * (n // len(block) + 1))[:n]
+
+
+def wait_until(condition, proc: subprocess.Popen | None = None, what: str = "", timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the process exited ({proc.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def kill9(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)

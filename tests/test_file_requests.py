@@ -18,9 +18,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.cli_helpers import assert_one_line_error, run_cli
+from tests.cli_helpers import assert_one_line_error, run_cli, wait_until
 from tests.hub import HF, MS
-from tests.test_reliability import wait_until
 
 MiB = 1 << 20
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "proxy-authorization", "transfer-encoding", "te"}

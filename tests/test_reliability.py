@@ -27,9 +27,12 @@ from tests.cli_helpers import (
     REPO_ROOT,
     assert_locking_as_asked,
     assert_one_line_error,
+    content,
+    kill9,
     recorded_bytes,
     run_cli,
     run_python,
+    wait_until,
 )
 from tests.hub import HF, MS, LocalHub, make_file
 
@@ -66,11 +69,6 @@ def sha256(path: Path) -> str:
         while block := f.read(8 * MiB):
             h.update(block)
     return h.hexdigest()
-
-
-def content(n: int, seed: int = 0) -> bytes:
-    block = hashlib.sha256(f"{seed}".encode()).digest()
-    return (block * (n // len(block) + 1))[:n]
 
 
 def spec(source: str, repo: str) -> str:
@@ -140,21 +138,6 @@ def start_cli(env: dict[str, str], *args: str, log: Path, **kwargs) -> subproces
         )
     _STARTED.append(proc)
     return proc
-
-
-def wait_until(condition, proc: subprocess.Popen | None = None, timeout: float = 120, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"the CLI exited ({proc.returncode}) before {what}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-def kill9(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
 
 
 def completed_bytes(hub: LocalHub, repo: str, path: str) -> int:

@@ -3,7 +3,6 @@ on caches filled by us, by `hf download` and by `modelscope download`, with othe
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -11,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,9 +19,12 @@ from tests.cli_helpers import (
     REPO_ROOT,
     assert_locking_as_asked,
     assert_one_line_error,
+    content,
+    kill9,
     recorded_bytes,
     run_cli,
     run_python,
+    wait_until,
 )
 from tests.hub import HF, MS
 
@@ -31,11 +32,6 @@ MiB = 1 << 20
 STATE = ".runpod-model-manager"
 VENV_BIN = Path(sys.executable).parent
 FAST = {"RPMM_RETRY_BACKOFF": "0.01", "RPMM_RETRY_BACKOFF_MAX": "0.05", "RPMM_RECORD_INTERVAL": "0.2"}
-
-
-def content(n: int, seed: int = 0) -> bytes:
-    block = hashlib.sha256(f"{seed}".encode()).digest()
-    return (block * (n // len(block) + 1))[:n]
 
 
 def hf_dir(cache: Path, repo: str) -> Path:
@@ -94,19 +90,6 @@ def start(started: list, cmd: list[str], env: dict[str, str], log: Path) -> subp
 
 def our_cli(*args: str) -> list[str]:
     return [sys.executable, str(REPO_ROOT / "download_models.py"), *args]
-
-
-def wait_until(condition, proc: subprocess.Popen | None = None, what: str = "", timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert proc is None or proc.poll() is None, f"the process exited ({proc.returncode}) before {what}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
-def kill9(proc: subprocess.Popen) -> None:
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
 
 
 def incomplete(cache: Path) -> list[str]:
