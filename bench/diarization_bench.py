@@ -143,13 +143,9 @@ def main() -> None:
         raise SystemExit(f"{source} is missing; get it with: {FETCH_COMMAND}")
     excerpts = load_excerpts(source, args.subset)
     with tempfile.TemporaryDirectory(prefix="diarization-bench-") as scratch:
-        if args.local_hub:
-            from tests.test_handler import build_model_cache
+        from tests.test_handler import offline_models
 
-            os.environ["MODEL_CACHE_DIR"] = str(build_model_cache(Path(scratch)))
-        elif args.cache_dir:
-            os.environ["MODEL_CACHE_DIR"] = str(args.cache_dir.absolute())
-        os.environ["HF_HUB_OFFLINE"] = "1"
+        offline_models(Path(scratch), args.local_hub, args.cache_dir)
         _timed({"task": "speaker_diarization", "audio_base64": _wav_base64(excerpts[0])})  # loads the models
         rows = [evaluate(excerpt, args.repeat) for excerpt in excerpts]
 

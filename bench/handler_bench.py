@@ -95,13 +95,9 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="handler-bench-") as scratch:
-        if args.local_hub:
-            from tests.test_handler import build_model_cache
+        from tests.test_handler import offline_models
 
-            os.environ["MODEL_CACHE_DIR"] = str(build_model_cache(Path(scratch)))
-        elif args.cache_dir:
-            os.environ["MODEL_CACHE_DIR"] = str(args.cache_dir.absolute())
-        os.environ["HF_HUB_OFFLINE"] = "1"
+        offline_models(Path(scratch), args.local_hub, args.cache_dir)
 
         audio = tiled_audio_base64(AUDIO_SECONDS)
         audio_path = Path(scratch) / "audio.b64"

@@ -76,6 +76,16 @@ def build_model_cache(root: Path) -> Path:
     return cache
 
 
+def offline_models(scratch: Path, local_hub: bool, cache_dir: Path | None) -> None:
+    """What the benchmarks' handler reads, offline: a cache built under `scratch` from LocalHub (`local_hub`),
+    else `cache_dir`, else MODEL_CACHE_DIR as it is."""
+    if local_hub:
+        os.environ["MODEL_CACHE_DIR"] = str(build_model_cache(scratch))
+    elif cache_dir:
+        os.environ["MODEL_CACHE_DIR"] = str(cache_dir.absolute())
+    os.environ["HF_HUB_OFFLINE"] = "1"
+
+
 @pytest.fixture(scope="module")
 def model_cache(tmp_path_factory) -> Path:
     return build_model_cache(tmp_path_factory.mktemp("handler-models"))
