@@ -992,32 +992,16 @@ class Bench:
         # with no latency: the same download (what is left is CPU per file), then the fixed cost of a run
         # (start-up, the metadata request, checking the files on disk): a warm re-run
         self.hub.faults(0.0, None)
+
+        def ours_once(name: str, d: Path, keep: bool) -> Run:
+            ours = [self.ours([f"hf:{repo}"], d / "cache")]
+            return self.measure(sc, name, ours, home=d, expect_bytes=total, check_dir=d, keep=keep)
+
         cold = []
         for i in range(s.repeat):
             d = self.fresh_dir("ours no latency")
-            cold.append(
-                self.measure(
-                    sc,
-                    "ours, no latency",
-                    [self.ours([f"hf:{repo}"], d / "cache")],
-                    home=d,
-                    expect_bytes=total,
-                    check_dir=d,
-                    keep=i == s.repeat - 1,
-                )
-            )
-        warm = [
-            self.measure(
-                sc,
-                "ours, warm, no latency (fixed cost)",
-                [self.ours([f"hf:{repo}"], d / "cache")],
-                home=d,
-                expect_bytes=total,
-                check_dir=d,
-                keep=True,
-            )
-            for _ in range(s.repeat)
-        ]
+            cold.append(ours_once("ours, no latency", d, keep=i == s.repeat - 1))
+        warm = [ours_once("ours, warm, no latency (fixed cost)", d, keep=True) for _ in range(s.repeat)]
         self.clear(d)
         fixed = _median([r.seconds for r in warm])
         metadata = warm[-1].requests
