@@ -16,6 +16,9 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
+
+from .cancel import Cancel
 
 _local = threading.local()
 
@@ -29,6 +32,7 @@ class Deadline:
         self._lock = threading.Lock()
         self._done = False
         self._previous: Deadline | None = None
+        self._interrupt: contextlib.AbstractContextManager | None = None
 
     def remaining(self) -> float:
         return max(0.0, self.at - time.monotonic())
@@ -52,7 +56,8 @@ class Deadline:
             if self.expired:
                 _shut(handle)
 
-    def _expire(self) -> None:
+    def expire(self) -> None:
+        """End it now: its sockets are shut down, as when its time is up."""
         with self._lock:
             if self._done:
                 return
@@ -64,9 +69,15 @@ class Deadline:
         self._previous = current()
         _local.deadline = self
         _WATCHDOG.add(self)
+        cancel = getattr(_local, "cancel", None)
+        if cancel is not None:
+            self._interrupt = cancel.interrupting(self.expire)
+            self._interrupt.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
+        if self._interrupt is not None:
+            self._interrupt.__exit__(None, None, None)
         with self._lock:
             self._done = True
             for handle in self._handles:
@@ -78,6 +89,18 @@ class Deadline:
 def current() -> Deadline | None:
     """The innermost deadline active in this thread."""
     return getattr(_local, "deadline", None)
+
+
+@contextlib.contextmanager
+def cancelled_by(cancel: Cancel) -> Iterator[None]:
+    """Within the block, every Deadline this thread enters also ends when `cancel` is set (Ctrl-C need not
+    wait for the deadlines of the requests in flight, however deep in a call they are made)."""
+    previous = getattr(_local, "cancel", None)
+    _local.cancel = cancel
+    try:
+        yield
+    finally:
+        _local.cancel = previous
 
 
 def watch(sock: socket.socket | None) -> None:
@@ -129,7 +152,7 @@ class _Watchdog:
                         due = heapq.heappop(self._heap)[2]
                         break
                     self._wake.wait(delay)
-            due._expire()
+            due.expire()
 
 
 _WATCHDOG = _Watchdog()

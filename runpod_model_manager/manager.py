@@ -15,7 +15,9 @@ from pathlib import Path
 
 from runpod_model_manager import remote, validate
 from runpod_model_manager.cache import CacheRoot
+from runpod_model_manager.cancel import Cancel
 from runpod_model_manager.checksums import file_digest
+from runpod_model_manager.deadline import cancelled_by
 from runpod_model_manager.errors import ModelError, TransferError, UserError
 from runpod_model_manager.layout import UnsafePathError, inside
 from runpod_model_manager.lockfile import LockFile
@@ -127,9 +129,12 @@ class ModelManager:
             raise ModelError(str(spec), f"the hub sent malformed metadata for {spec.repo_id} ({exc}).") from None
 
     def resolve_all(self, specs: list[ModelSpec], exact: bool = False) -> list[ResolvedModel | ModelError]:
+        cancel = Cancel()
+
         def one(spec: ModelSpec) -> ResolvedModel | ModelError:
             try:
-                return self.resolve(spec, exact)
+                with cancelled_by(cancel):
+                    return self.resolve(spec, exact)
             except ModelError as exc:
                 return exc
             except UserError as exc:
@@ -137,8 +142,14 @@ class ModelManager:
             except Exception as exc:  # a bug must fail this model, not the whole run
                 return ModelError(str(spec), f"unexpected {type(exc).__name__}: {exc}")
 
-        with ThreadPoolExecutor(max_workers=RESOLVE_WORKERS) as pool:
+        pool = ThreadPoolExecutor(max_workers=RESOLVE_WORKERS)
+        try:
             return list(pool.map(one, specs))
+        except BaseException:  # Ctrl-C: the requests in flight end now, the models not yet started never start
+            cancel.set()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     # -- status, offline ----------------------------------------------------------------------------
     def local_state(self, spec: ModelSpec) -> tuple[ResolvedModel | None, list[str], int]:

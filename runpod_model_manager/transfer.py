@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from . import settings, validate
+from .cancel import Cancel
 from .checksums import PrefixHasher
 from .deadline import Deadline
 from .errors import TransferError
@@ -221,7 +222,7 @@ class TransferEngine:
         self._client_lock = threading.Lock()
         self._routes: dict[str, str] = {}  # hub URL -> the URL it redirected to
         self._stopped = False
-        self._cancels: set[threading.Event] = set()
+        self._cancels: set[Cancel] = set()
         self._cancels_lock = threading.Lock()
 
     # -- stopping -----------------------------------------------------------------------------------
@@ -245,7 +246,7 @@ class TransferEngine:
 
     @contextlib.contextmanager
     def _cancel_event(self):
-        event = threading.Event()
+        event = Cancel()
         with self._cancels_lock:
             if self._stopped:
                 event.set()
@@ -475,9 +476,7 @@ class TransferEngine:
         self.progress.file_done(t.label, transferred)
         return transferred
 
-    def _fetch_parts(
-        self, t: Transfer, fd: int, pending: list[_Part], recorder: _Recorder, cancel: threading.Event
-    ) -> None:
+    def _fetch_parts(self, t: Transfer, fd: int, pending: list[_Part], recorder: _Recorder, cancel: Cancel) -> None:
         """Fetch the parts in parallel; the first failure stops the others and is raised."""
         pool = ThreadPoolExecutor(max_workers=min(self.settings.connections, len(pending)))
 
@@ -561,7 +560,7 @@ class TransferEngine:
                 self._client = Client(connections=64 * self.settings.connections)
             return self._client
 
-    def _fetch_part(self, t: Transfer, fd: int, part: _Part, recorder: _Recorder, cancel: threading.Event) -> None:
+    def _fetch_part(self, t: Transfer, fd: int, part: _Part, recorder: _Recorder, cancel: Cancel) -> None:
         s = self.settings
         failures = 0
         while part.remaining > 0:
@@ -582,7 +581,7 @@ class TransferEngine:
                 if cancel.wait(delay):
                     raise _Cancelled(t.label) from None
 
-    def _stream(self, t: Transfer, fd: int, part: _Part, recorder: _Recorder, cancel: threading.Event) -> None:
+    def _stream(self, t: Transfer, fd: int, part: _Part, recorder: _Recorder, cancel: Cancel) -> None:
         from .hub_http import HTTPError, Refused, discard
 
         if cancel.is_set():
@@ -595,9 +594,14 @@ class TransferEngine:
             headers["Range"] = f"bytes={offset}-{part.end - 1}"
         s = self.settings
         try:
-            with Deadline(s.connect_timeout + s.stall_timeout) as headers_due:  # however slowly they drip
+            with (
+                Deadline(s.connect_timeout + s.stall_timeout) as headers_due,  # however slowly they drip
+                cancel.interrupting(headers_due.expire),
+            ):
                 response, answered = self._http().get(url, headers, (s.connect_timeout, s.stall_timeout))
         except HTTPError as exc:
+            if cancel.is_set():
+                raise _Cancelled(t.label) from None
             if headers_due.expired:  # the deadline cut the connection
                 raise _Retryable(_headers_late(headers_due)) from exc
             raise _Retryable(f"connection failed ({type(exc).__name__})") from exc
@@ -630,28 +634,33 @@ class TransferEngine:
             # found out (the socket timeout alone never trips while a byte comes every few seconds)
             received, window_start, window_received = 0, time.monotonic(), 0
             try:
-                while piece := response.read1(CHUNK):
-                    received += len(piece)
-                    data = piece[: part.remaining]
-                    self._write(fd, data, offset, t)
-                    offset += len(data)
-                    part.done += len(data)  # counted once on disk: a resume record never claims more
-                    self.progress.advance(t.label, len(data))
-                    recorder.tick()
-                    if part.remaining == 0:
-                        break
-                    if cancel.is_set():
-                        raise _Cancelled(t.label)
-                    if (elapsed := time.monotonic() - window_start) >= s.stall_timeout:
-                        if received - window_received < s.min_speed * elapsed:
-                            rate = f"{s.min_speed:g} bytes/s for {elapsed:.0f} s"
-                            raise _TooSlow(f"slower than {rate} (RPMM_MIN_SPEED, RPMM_STALL_TIMEOUT)")
-                        window_start, window_received = time.monotonic(), received
+                with cancel.interrupting(response.shutdown):  # a stalled read ends at once on Ctrl-C
+                    while piece := response.read1(CHUNK):
+                        received += len(piece)
+                        data = piece[: part.remaining]
+                        self._write(fd, data, offset, t)
+                        offset += len(data)
+                        part.done += len(data)  # counted once on disk: a resume record never claims more
+                        self.progress.advance(t.label, len(data))
+                        recorder.tick()
+                        if part.remaining == 0:
+                            break
+                        if cancel.is_set():
+                            raise _Cancelled(t.label)
+                        if (elapsed := time.monotonic() - window_start) >= s.stall_timeout:
+                            if received - window_received < s.min_speed * elapsed:
+                                rate = f"{s.min_speed:g} bytes/s for {elapsed:.0f} s"
+                                raise _TooSlow(f"slower than {rate} (RPMM_MIN_SPEED, RPMM_STALL_TIMEOUT)")
+                            window_start, window_received = time.monotonic(), received
             except HTTPError as exc:
+                if cancel.is_set():
+                    raise _Cancelled(t.label) from None
                 raise _Retryable(f"connection lost after {part.done} bytes ({type(exc).__name__})") from exc
         finally:
             discard(response)
         if part.remaining > 0:
+            if cancel.is_set():  # its socket was shut down: that is why
+                raise _Cancelled(t.label)
             raise _Retryable(f"connection closed early, {part.remaining} bytes missing")
 
     @staticmethod

@@ -348,6 +348,41 @@ def test_ctrl_c_stops_the_transfers_and_keeps_their_progress(hub, env, tmp_path)
     assert completed_bytes(hub, "org/ctrlc", "model.safetensors") == size - kept
 
 
+@pytest.mark.parametrize(
+    "fault, match, pending",
+    [
+        pytest.param("stall", "model.safetensors", "stall", id="file-body-stalls"),
+        pytest.param("hang", "model.safetensors", "answer", id="file-headers-never-come"),
+        pytest.param("hang", "api/models/org/silent", "answer", id="metadata-never-comes"),
+    ],
+)
+def test_ctrl_c_does_not_wait_for_a_silent_hub(hub, env, tmp_path, fault, match, pending):
+    """A thread blocked on a socket checks for Ctrl-C only when its read returns: without the sockets shut
+    down on Ctrl-C, the run would end only at the stall timeout (20 s here) or the metadata deadline."""
+    cache, data = tmp_path / "c", content(4 * MiB, 23)
+    hub.add_repo(HF, "org/silent", {"config.json": b"{}", "model.safetensors": data})
+    getattr(hub.faults, fault)(match, seconds=60)
+    env = {**env, "RPMM_METADATA_TIMEOUT": "60"}
+    proc = start_cli(env, "hf:org/silent", "--cache-dir", str(cache), log=tmp_path / "run.log")
+    try:
+        wait_until(lambda: hub.faults.pending[pending] == 0, proc, what="the hub to go silent")
+        time.sleep(0.2)  # the client is now waiting for the hub
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            kill9(proc)
+    log = (tmp_path / "run.log").read_text()
+    assert proc.returncode == 130, log
+    assert "Traceback" not in log and "error: interrupted" in log
+    assert "retry" not in log  # the cut connection is not taken for the hub's failure
+
+    hub.faults.reset()
+    result = run_cli(env, "hf:org/silent", "--cache-dir", str(cache))
+    assert result.returncode == 0, result.stderr
+    assert final_path(cache, hub, HF, "org/silent", "model.safetensors").read_bytes() == data
+
+
 # -- 3. two processes on one cache ---------------------------------------------------------------------
 def test_two_concurrent_runs_fetch_each_file_once(hub, env, locking, tmp_path):
     env = locking(env)

@@ -140,9 +140,10 @@ class Faults:
 
     @property
     def pending(self) -> dict[str, int]:
-        """Remaining counts, e.g. {'fail': 1, 'drop': 0, 'stall': 0}."""
+        """Remaining counts, e.g. {'fail': 1, 'drop': 0, 'stall': 0, 'answer': 0}."""
         with self._lock:
             return {
+                "answer": sum(a.times for a in self._answers),
                 "fail": sum(f.times for f in self._fails),
                 "drop": sum(b.times for b in self._body if b.kind == "drop"),
                 "stall": sum(b.times for b in self._body if b.kind == "stall"),
