@@ -389,7 +389,7 @@ def test_fault_fail_429_latency_stall_and_bandwidth(hub, tmp_path):
     assert r.content == big.read_bytes()
     assert time.monotonic() - t0 > 1.0
     hub.faults.reset()
-    assert hub.faults.bandwidth is None and hub.faults.pending == {"fail": 0, "drop": 0, "stall": 0}
+    assert hub.faults.bandwidth is None and hub.faults.pending == {"answer": 0, "fail": 0, "drop": 0, "stall": 0}
 
 
 def test_large_file_streamed_from_disk(hub_env, tmp_path):

@@ -23,6 +23,10 @@ from pathlib import Path
 
 import pytest
 
+from runpod_model_manager.cache import CacheRoot
+from runpod_model_manager.manager import ModelManager
+from runpod_model_manager.specs import parse_model_spec
+from runpod_model_manager.transfer import EngineSettings
 from tests.cli_helpers import (
     REPO_ROOT,
     assert_locking_as_asked,
@@ -227,6 +231,33 @@ def test_stalled_connection_is_dropped_and_retried(hub, env, tmp_path):
     assert first.range == f"bytes=0-{size - 1}"
     assert 0 < resumed_from(retry, size) <= 3 * MiB // 2  # resumed after the bytes on disk, none beyond them
     assert "connection lost" in result.stderr
+
+
+def test_an_expired_cdn_link_is_asked_of_the_hub_again(hub_env, tmp_path):
+    """The engine reuses a file's redirect for its later parts; once the signed link expires (403 from the
+    CDN), it asks the hub for a new one instead of failing the file."""
+    from downloaders.factory import get_downloader_class
+
+    hub = hub_env.hub
+    data = content(6 * MiB, 29)
+    hub.add_repo(HF, "org/expiring", {"model.safetensors": data})
+    hub.cdn_link_seconds = 1  # valid for 1-2 s
+    hub.faults.bandwidth = MiB  # 16 parts of 384 KiB, 2 at a time: 3 s in all, the last parts after 2 s
+    settings = EngineSettings(min_part_size=256 * 1024, connections=2)
+    (tmp_path / "cache").mkdir()
+    manager = ModelManager(CacheRoot(tmp_path / "cache", "test"), get_downloader_class, settings=settings)
+    [result] = manager.download([parse_model_spec("hf:org/expiring")])
+    assert result.status == "downloaded", result.error
+    assert final_path(tmp_path / "cache", hub, HF, "org/expiring", "model.safetensors").read_bytes() == data
+
+    def cdn(status: int) -> list:
+        return [r for r in list(hub.log) if r.route == "cdn.blob" and r.status == status]
+
+    wait_until(lambda: len(cdn(206)) == 16, what="the hub to log the last answers")  # each part fetched once
+    expired = cdn(403)
+    asked_again = [r for r in list(hub.log) if r.route == "hf.resolve" and r.method == "GET"]
+    assert expired and len(asked_again) >= len(expired) + 1  # each 403 sent its part back to the hub
+    assert hub.bytes_sent("org/expiring", "model.safetensors") == len(data)  # no byte fetched twice
 
 
 def test_invalid_setting_is_one_line(hub, env, tmp_path):

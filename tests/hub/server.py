@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import socket
 import threading
@@ -126,6 +127,8 @@ class _Handler(BaseHTTPRequestHandler):
         entry = req.hub.store.blob(sha256)
         if entry is None:
             return _cdn_error(404, "NoSuchKey")
+        if float(req.query.get("Expires", "inf")) < time.time():  # a signed link past its time, as S3 answers it
+            return _cdn_error(403, "AccessDenied: Request has expired")
         repo_id, path = req.query.get("repo"), req.query.get("path")
         attribution = (repo_id, path) if repo_id and path else None
         headers = [("ETag", f'"{sha256}"'), ("X-Linked-ETag", f'"{sha256}"'), ("Cache-Control", "max-age=3600")]
@@ -342,6 +345,7 @@ class LocalHub:
         self.server_errors: list[str] = []
         self._port, self._cdn_port = port, cdn_port
         self.cdn_front: str | None = None
+        self.cdn_link_seconds: int | None = None  # how long a redirect to the CDN stays valid (None: for ever)
         self._servers: list[_Server] = []
         self._threads: list[threading.Thread] = []
         self._conns: set[socket.socket] = set()
@@ -452,9 +456,10 @@ class LocalHub:
         return commit.files[path]
 
     def cdn_location(self, source: str, repo_id: str, entry: FileEntry) -> str:
+        expires = 4102444800 if self.cdn_link_seconds is None else math.ceil(time.time()) + self.cdn_link_seconds
         return (
             f"{self.cdn_url}/_cdn/{entry.sha256}?source={source}&repo={quote(repo_id, safe='')}"
-            f"&path={quote(entry.path, safe='')}&Expires=4102444800"
+            f"&path={quote(entry.path, safe='')}&Expires={expires}"
         )
 
     # -- counters --------------------------------------------------------------------------------
