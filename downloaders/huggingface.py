@@ -242,6 +242,7 @@ class HuggingFaceDownloader(Downloader):
                     if target.parent == blobs_dir:  # anything else is not ours to count or remove
                         used.add(target)
             named = refs.get(snapshot.name, [])
+            not_found = folder / ".no_exist" / snapshot.name  # the library's notes of files missing at the commit
             revisions.append(
                 CachedRevision(
                     snapshot.name,
@@ -249,6 +250,7 @@ class HuggingFaceDownloader(Downloader):
                     tuple(name for name, _ in named),
                     tuple(path for _, path in named),
                     frozenset(used),
+                    (not_found,) if not_found.is_dir() and not not_found.is_symlink() else (),
                 )
             )
         blobs, partials = set(), []

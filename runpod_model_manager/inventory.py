@@ -20,6 +20,7 @@ class CachedRevision:
     refs: tuple[str, ...] = ()  # branches and tags that point at it; none: "detached"
     ref_files: tuple[Path, ...] = ()  # the files that say so (Hugging Face refs/...), removed with it
     blobs: frozenset[Path] = frozenset()  # content files outside its folder that it uses (Hugging Face blobs/)
+    own_dirs: tuple[Path, ...] = ()  # other folders of this revision alone, removed with it (.no_exist/<commit>)
 
 
 @dataclass(frozen=True)

@@ -171,12 +171,14 @@ class Volume:
         commits = {r.name for r in gone}
         records = self._records_of(model.source, model.repo_id, commits, {n for r in gone for n in r.refs})
         seen: set = set()
-        freed = disk_usage([*(r.path for r in gone), *(f for r in gone for f in r.ref_files), *blobs, *records], seen)
+        folders = [path for r in gone for path in (r.path, *r.own_dirs)]
+        freed = disk_usage([*folders, *(f for r in gone for f in r.ref_files), *blobs, *records], seen)
         if not dry_run:
             for revision in gone:
                 for ref in revision.ref_files:
                     self._unlink(ref)
-                self._remove_tree(revision.path)
+            for folder in folders:
+                self._remove_tree(folder)
             for path in [*blobs, *records]:
                 self._unlink(path)
         return freed

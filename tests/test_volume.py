@@ -166,6 +166,14 @@ def test_rm_one_revision_keeps_the_blobs_others_use(hub, env, tmp_path):
     second = hub.commit(HF, "org/revs", {"w.bin": content(400_000, 5)})
     assert run_cli(env, f"hf:org/revs@{first}", "hf:org/revs", "--cache-dir", str(cache)).returncode == 0
     folder = hf_dir(cache, "org/revs")
+    for commit in (first, second):  # the library notes a file the hub does not have, per commit
+        code = (
+            "import huggingface_hub as h\n"
+            f"try: h.hf_hub_download('org/revs', 'absent.txt', revision='{commit}')\n"
+            "except h.errors.EntryNotFoundError: pass"
+        )
+        assert run_python({**env, "HF_HUB_CACHE": str(cache / "huggingface" / "hub")}, code).returncode == 0
+        assert (folder / ".no_exist" / commit / "absent.txt").is_file()
     old_blob = folder / "blobs" / hub.file(HF, "org/revs", "w.bin", first).etag
     shared = folder / "blobs" / hub.file(HF, "org/revs", "config.json").etag
     records = cache / STATE / "models" / HF / "org" / "revs"
@@ -177,6 +185,7 @@ def test_rm_one_revision_keeps_the_blobs_others_use(hub, env, tmp_path):
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["removed"][0]["bytes"] == expected
     assert not (folder / "snapshots" / first).exists() and not old_blob.exists()
+    assert not (folder / ".no_exist" / first).exists() and (folder / ".no_exist" / second / "absent.txt").exists()
     assert shared.exists() and (folder / "snapshots" / second / "config.json").resolve() == shared
     assert (folder / "refs" / "main").read_text() == second
     code = "from huggingface_hub import snapshot_download as s; print(s('org/revs', local_files_only=True))"
