@@ -173,6 +173,7 @@ def test_second_push_sends_no_bodies_and_aborts_uploads_left_for_complete_files(
     plain = push(env, s3, bucket, cache, HF_ID, MS_ID)
     assert f"unchanged huggingface:{HF_ID}" in plain.stdout
     assert "2 models, 13 objects: 0 sent (0 B), 13 unchanged" in plain.stdout
+    assert "to upload" not in plain.stderr
 
 
 def test_a_store_without_metadata_is_compared_by_etag(env, s3, repos, tmp_path):
@@ -203,7 +204,8 @@ def test_objects_that_differ_are_replaced_and_dry_run_names_them(env, s3, repos,
     assert "would push huggingface:acme/tiny-model" in dry.stdout and uploaded_bytes(s3) == 0
     assert {c.op for c in s3.proxy.calls} <= {"HeadBucket", "HeadObject"}
 
-    push(env, s3, bucket, cache, HF_ID)
+    result = push(env, s3, bucket, cache, HF_ID)
+    assert "to upload: 3 files, " in result.stderr  # what the store lacks, announced before the first byte
     objects = s3.objects(bucket)
     assert objects[config] == repos["files"]["config.json"] and objects[vocab] == b"a\nb\nc\n"
     assert objects[big_key(repos["hf_commit"])] == repos["files"]["model.safetensors"].read_bytes()

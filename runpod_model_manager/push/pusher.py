@@ -56,6 +56,15 @@ class PushJob:
     announced: bool = False
 
 
+@dataclass
+class _ToSend:
+    """A model's objects the store lacks, each with its sha256, and those it holds."""
+
+    files: list[tuple[PushObject, str]] = field(default_factory=list)
+    announce: list[tuple[PushObject, str]] = field(default_factory=list)  # after the files
+    held: list[PushObject] = field(default_factory=list)
+
+
 class Pusher:
     def __init__(self, manager: ModelManager, store: Store, target: Target, settings: PushSettings):
         self.manager, self.store, self.target, self.settings = manager, store, target, settings
@@ -89,6 +98,29 @@ class Pusher:
         downloader = self.manager.downloader(spec.source)
         return model_objects(model, downloader, self.manager.records, self.manager.cache.path, self.target)
 
+    def _to_send(self, job: PushJob, uploader: Uploader, pool: ThreadPoolExecutor) -> _ToSend | None:
+        """What the store lacks of the model (HeadObject, and the sha256 of files the hub gave none for); None
+        when the model is not to be pushed or the store could not be asked (the model has failed)."""
+        if job.objects is None or job.result.status == "failed":
+            return None
+        objects = [*job.objects.files, *job.objects.announce]
+        try:
+            held = list(pool.map(uploader.holds, objects))
+        except (StoreError, OSError) as exc:
+            job.result.fail(str(exc))
+            return None
+        job.result.objects = len(objects)
+        files = set(map(id, job.objects.files))
+        to_send = _ToSend()
+        for obj, (same, sha256) in zip(objects, held, strict=True):
+            if same:
+                job.result.skipped_objects += 1
+                job.result.skipped_bytes += obj.size
+                to_send.held.append(obj)
+            else:
+                (to_send.files if id(obj) in files else to_send.announce).append((obj, sha256))
+        return to_send
+
     # -- dry run --------------------------------------------------------------------------------------
     def plan(self, jobs: list[PushJob]) -> list[PushResult]:
         """What a push would send: every object the store does not hold (HeadObject only)."""
@@ -96,18 +128,10 @@ class Pusher:
         try:
             with ThreadPoolExecutor(self.settings.workers) as pool:
                 for job in jobs:
-                    if job.objects is None or job.result.status == "failed":
-                        continue
-                    objects = [*job.objects.files, *job.objects.announce]
-                    try:
-                        held = list(pool.map(uploader.holds, objects))
-                    except (StoreError, OSError) as exc:
-                        job.result.fail(str(exc))
-                        continue
-                    missing = [obj for obj, (same, _) in zip(objects, held, strict=True) if not same]
-                    job.result.objects = len(objects)
-                    job.result.to_send = [obj.key for obj in missing]
-                    job.result.to_send_bytes = sum(obj.size for obj in missing)
+                    if (to_send := self._to_send(job, uploader, pool)) is not None:
+                        missing = [obj for obj, _ in to_send.files + to_send.announce]
+                        job.result.to_send = [obj.key for obj in missing]
+                        job.result.to_send_bytes = sum(obj.size for obj in missing)
         finally:
             uploader.close()
         return [job.result for job in jobs]
@@ -122,21 +146,27 @@ class Pusher:
         owner: dict[Future, tuple[PushJob, PushObject]] = {}
         try:
             with ThreadPoolExecutor(self.settings.workers, thread_name_prefix="push") as pool:
+                plans = {id(job): to_send for job in jobs if (to_send := self._to_send(job, uploader, pool))}
+                sending = [sent for to_send in plans.values() for sent in to_send.files + to_send.announce]
+                progress.planned(len(sending), sum(obj.size for obj, _ in sending))
+                for to_send in plans.values():
+                    for obj in to_send.held:
+                        uploader.skip(obj)
 
-                def submit(job: PushJob, objects: list[PushObject]) -> None:
+                def submit(job: PushJob, objects: list[tuple[PushObject, str]]) -> None:
                     job.pending = len(objects)
-                    for obj in objects:
-                        owner[pool.submit(uploader.push, obj)] = (job, obj)
+                    for obj, sha256 in objects:
+                        owner[pool.submit(uploader.send, obj, sha256)] = (job, obj)
 
                 def advance(job: PushJob) -> None:
                     """After the model's files: its announcement; after that, nothing."""
                     while job.pending == 0 and not job.announced and job.result.status != "failed":
                         job.announced = True
-                        submit(job, job.objects.announce)
+                        submit(job, plans[id(job)].announce)
 
                 for job in jobs:
-                    if job.objects is not None and job.result.status != "failed":
-                        submit(job, job.objects.files)
+                    if id(job) in plans and job.result.status != "failed":
+                        submit(job, plans[id(job)].files)
                         advance(job)
                 while owner:
                     done, _ = wait(list(owner), return_when=FIRST_COMPLETED)
@@ -171,13 +201,8 @@ class Pusher:
         except Exception as exc:  # a bug must fail this model, not the whole run
             result.fail(f"{obj.label}: unexpected {type(exc).__name__}: {exc}")
             return
-        result.objects += 1
-        if outcome.skipped:
-            result.skipped_objects += 1
-            result.skipped_bytes += obj.size
-        else:
-            result.sent_objects += 1
-            result.sent_bytes += outcome.sent
+        result.sent_objects += 1
+        result.sent_bytes += outcome.sent
 
     def _uploader(self, progress: Progress) -> Uploader:
         cache = self.manager.cache

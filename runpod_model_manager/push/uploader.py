@@ -81,7 +81,6 @@ class FileRange:
 @dataclass
 class Outcome:
     sent: int = 0  # body bytes this run uploaded for the object (parts of earlier runs not counted)
-    skipped: bool = False  # the store already held it
     started: bool = False  # its progress was announced (once, whatever the attempts)
 
 
@@ -117,14 +116,13 @@ class Uploader:
         sha256 = obj.sha256 or _sha256(obj.path)
         return self._same(self.store.head(obj.key), obj, sha256), sha256
 
-    def push(self, obj: PushObject) -> Outcome:
-        """Make the object at `obj.key` hold the bytes of `obj.path`, unless it already does."""
+    def skip(self, obj: PushObject) -> None:
+        """The store holds `obj` already: multipart uploads of it that earlier runs left are no longer needed."""
+        self._abort_stale(obj.key)
+
+    def send(self, obj: PushObject, sha256: str) -> Outcome:
+        """Make the object at `obj.key` hold the bytes of `obj.path` (whose sha256 `holds` gave)."""
         outcome = Outcome()
-        same, sha256 = self.holds(obj)
-        if same:
-            self._abort_stale(obj.key)
-            outcome.skipped = True
-            return outcome
         problem = ""
         for attempt in range(self.settings.file_attempts):
             if attempt:
