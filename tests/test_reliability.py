@@ -350,6 +350,23 @@ def test_resume_after_kill9(hub, env, tmp_path, big_file, source):
     shutil.rmtree(cache)  # 200 MB
 
 
+def interrupted(proc: subprocess.Popen, log: Path, ready, what: str, settle: float = 0.0) -> str:
+    """Ctrl-C once `ready()` (and `settle` seconds more): the run must end within 10 s, with exit status 130
+    and a sentence. The text of its `log`."""
+    try:
+        wait_until(ready, proc, what=what)
+        time.sleep(settle)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            kill9(proc)
+    text = log.read_text()
+    assert proc.returncode == 130, text
+    assert "Traceback" not in text and "error: interrupted" in text
+    return text
+
+
 def test_ctrl_c_stops_the_transfers_and_keeps_their_progress(hub, env, tmp_path):
     """SIGINT ends the run now (not once every file in flight is done), and a later run resumes."""
     cache, size = tmp_path / "c", 64 * MiB
@@ -357,16 +374,9 @@ def test_ctrl_c_stops_the_transfers_and_keeps_their_progress(hub, env, tmp_path)
     hub.add_repo(HF, "org/ctrlc", {"config.json": b"{}", "model.safetensors": data})
     hub.faults.bandwidth = MiB  # 16 s for the whole file over its 4 connections
     proc = start_cli(env, "hf:org/ctrlc", "--cache-dir", str(cache), log=tmp_path / "run.log")
-    try:
-        wait_until(lambda: recorded_bytes(cache) >= 0.1 * size, proc, what="10% of the file in the resume record")
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=10)  # the transfers stop at their next chunk; finishing would take > 10 s
-    finally:
-        if proc.poll() is None:
-            kill9(proc)
-    log = (tmp_path / "run.log").read_text()
-    assert proc.returncode == 130, log
-    assert "Traceback" not in log and "error: interrupted" in log
+    # the transfers stop at their next chunk; finishing would take > 10 s
+    log = tmp_path / "run.log"
+    interrupted(proc, log, lambda: recorded_bytes(cache) >= 0.1 * size, "10% of the file in the resume record")
     kept = recorded_bytes(cache)
     assert 0.1 * size <= kept < size
     assert not final_path(cache, hub, HF, "org/ctrlc", "model.safetensors").exists()
@@ -395,17 +405,8 @@ def test_ctrl_c_does_not_wait_for_a_silent_hub(hub, env, tmp_path, fault, match,
     getattr(hub.faults, fault)(match, seconds=60)
     env = {**env, "RPMM_METADATA_TIMEOUT": "60"}
     proc = start_cli(env, "hf:org/silent", "--cache-dir", str(cache), log=tmp_path / "run.log")
-    try:
-        wait_until(lambda: hub.faults.pending[pending] == 0, proc, what="the hub to go silent")
-        time.sleep(0.2)  # the client is now waiting for the hub
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            kill9(proc)
-    log = (tmp_path / "run.log").read_text()
-    assert proc.returncode == 130, log
-    assert "Traceback" not in log and "error: interrupted" in log
+    silent = "the hub to go silent"  # then the client waits for it
+    log = interrupted(proc, tmp_path / "run.log", lambda: hub.faults.pending[pending] == 0, silent, settle=0.2)
     assert "retry" not in log  # the cut connection is not taken for the hub's failure
 
     hub.faults.reset()
