@@ -392,22 +392,24 @@ class TransferEngine:
         With `force`, the file is fetched again even if present; the old one stays readable until replaced.
         """
         self._check(t)
-        if t.is_complete and not force:
-            return 0
         lap = time.perf_counter()
         part_file, record, lock_path = self._paths(t)
         lap = self.times.lap("paths", lap)
         lock = Lock(lock_path)
         try:
-            with self._cancel_event() as cancel:
-                lock.acquire(blocking=wait, cancel=cancel)
+            if wait:
+                with self._cancel_event() as cancel:
+                    lock.acquire(cancel=cancel)
+            else:  # fails at once when the lock is taken: nothing to cancel
+                lock.acquire(blocking=False)
         except LockBusy:
             raise FileBusy(t.label) from None
         except LockCancelled:
             raise _Cancelled(t.label) from None
         self.times.lap("lock", lap)
         try:
-            if t.is_complete and not force:  # another process finished it while we waited
+            # planned as missing; another process may have finished it since, which only its lock tells for sure
+            if t.is_complete and not force:
                 part_file.unlink(missing_ok=True)  # what an interrupted earlier run of this file left
                 record.unlink(missing_ok=True)
                 return 0
