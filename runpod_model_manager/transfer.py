@@ -214,6 +214,7 @@ class TransferEngine:
         # every destination must lie inside the cache root (the state dir's parent unless given)
         self.root = Path(root if root is not None else Path(state_dir).parent)
         self._folders_inside: set[Path] = set()  # folders found inside the root (layout.inside)
+        self._own_folders_inside = False  # incomplete/ and locks/ found inside the root
         self._paths_of: dict[Path, tuple[Path, Path, Path]] = {}  # destination -> its part file, record, lock
         self.settings = settings or EngineSettings()
         self.progress = progress or Progress()
@@ -271,7 +272,9 @@ class TransferEngine:
 
     def _check(self, t: Transfer) -> None:
         """Refuse what the hub's metadata could use to write elsewhere or to trust unverifiable bytes."""
-        for path in (t.dest, *self._paths(t)):  # also our partial file, its record and its lock
+        # also our partial file, its record and its lock: named after a hex key in our two folders, which the
+        # first file's check covers for every later one
+        for path in (t.dest,) if self._own_folders_inside else (t.dest, *self._paths(t)):
             # resolving costs a system call per folder of the path: each folder is checked once per run
             if path.parent in self._folders_inside and path.name not in ("", ".", ".."):
                 continue
@@ -280,6 +283,7 @@ class TransferEngine:
             except UnsafePathError:
                 raise TransferError(f"{t.label}: refused to write {path}, outside the cache {self.root}") from None
             self._folders_inside.add(path.parent)
+        self._own_folders_inside = True
         try:
             validate.checksum(t.checksum)
             validate.size(t.size)
