@@ -25,7 +25,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -333,18 +333,32 @@ class TransferEngine:
         # with a checksum, a record lost or stale after an OS crash only costs bytes: the final check catches it
         atomic_write_text(record, json.dumps(data), durable=t.checksum is None)
 
-    def reserved_bytes(self, t: Transfer) -> int:
-        """Disk space the partial file of `t` already occupies (all of it once preallocated)."""
+    def _partial_names(self) -> set[str]:
+        """The names in incomplete/ now: one listing instead of a failed lookup per file that has none."""
         try:
-            return min(t.size, self._paths(t)[0].stat().st_blocks * 512)
-        except OSError:
-            return 0
+            return set(os.listdir(self.dir))
+        except FileNotFoundError:
+            return set()
 
-    def resumable_bytes(self, t: Transfer) -> int:
-        """Bytes of `t` already on disk from an earlier, interrupted run."""
-        part_file, record, _ = self._paths(t)
-        parts, _ = self._load_parts(t, part_file, record)
-        return sum(p.done for p in parts) if parts else 0
+    def reserved_bytes(self, transfers: Iterable[Transfer]) -> int:
+        """Disk space the partial files of `transfers` already occupy (all of a file once preallocated)."""
+        names, total = self._partial_names(), 0
+        for t in transfers:
+            part_file = self._paths(t)[0]
+            if part_file.name in names:
+                with contextlib.suppress(OSError):
+                    total += min(t.size, part_file.stat().st_blocks * 512)
+        return total
+
+    def resumable_bytes(self, transfers: Iterable[Transfer]) -> int:
+        """Bytes of `transfers` already on disk from an earlier, interrupted run."""
+        names, total = self._partial_names(), 0
+        for t in transfers:
+            part_file, record, _ = self._paths(t)
+            if record.name in names:
+                parts, _ = self._load_parts(t, part_file, record)
+                total += sum(p.done for p in parts) if parts else 0
+        return total
 
     # -- leftovers ----------------------------------------------------------------------------------
     def leftovers(self) -> list[Leftover]:
