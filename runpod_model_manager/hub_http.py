@@ -98,6 +98,7 @@ class Client:
         self.connections = connections  # kept per origin: at least the requests the caller has in flight
         self._managers: dict[tuple[str | None, str], PoolManager] = {}
         self._proxies: dict[tuple[str, str, int | None], str | None] = {}  # origin -> proxy
+        self._timeouts: dict[tuple[float, float], urllib3.Timeout] = {}
         self._lock = threading.Lock()
         self._tls = None
 
@@ -105,10 +106,11 @@ class Client:
         """The answer to GET `url` (an urllib3 response, body unread, redirects followed) and the URL that gave
         it. Raises HTTPError when the exchange fails, Refused for a redirect it will not follow or a server
         certificate it does not trust."""
-        first = _origin(url)
-        limits = urllib3.Timeout(connect=timeout[0], read=timeout[1])
-        for _ in range(MAX_REDIRECTS + 1):
-            origin = _origin(url)
+        first = origin = _origin(url)
+        limits = self._timeout(timeout)
+        for hop in range(MAX_REDIRECTS + 1):
+            if hop:
+                origin = _origin(url)
             sent = headers if origin == first else _without_credentials(headers)
             try:
                 response = self._manager(url, origin).urlopen(
@@ -137,7 +139,18 @@ class Client:
                 raise Refused(f"redirected to {url.partition(':')[0]!r} URL, not http(s)")
         raise Refused(f"more than {MAX_REDIRECTS} redirects")
 
+    def _timeout(self, timeout: tuple[float, float]) -> urllib3.Timeout:
+        """One urllib3.Timeout per (connect, read) pair: checking its values costs more than the rest of a
+        request's set-up (urllib3 copies it for each request; it is never changed)."""
+        limits = self._timeouts.get(timeout)
+        if limits is None:
+            limits = self._timeouts[timeout] = urllib3.Timeout(connect=timeout[0], read=timeout[1])
+        return limits
+
     def _manager(self, url: str, origin: tuple[str, str, int | None]) -> PoolManager:
+        proxy = self._proxies.get(origin, False)  # every request after an origin's first: no lock
+        if proxy is not False and (manager := self._managers.get((proxy, origin[0]))):
+            return manager
         with self._lock:
             if origin not in self._proxies:
                 self._proxies[origin] = _proxy_for(url)

@@ -567,7 +567,7 @@ class TransferEngine:
         (one request instead of two per part). Credentials never go to another origin, as when the client
         follows a redirect itself."""
         url = self._routes.get(t.url, t.url)
-        if urlsplit(url).netloc == urlsplit(t.url).netloc:
+        if url is t.url or urlsplit(url).netloc == urlsplit(t.url).netloc:
             return url, dict(t.headers)
         return url, {k: v for k, v in t.headers.items() if k.lower() not in ("authorization", "cookie")}
 
