@@ -16,6 +16,7 @@ What huggingface_hub also leaves there, which `cached()` reports for `rm` and `p
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 from pathlib import Path
@@ -68,12 +69,16 @@ class HuggingFaceDownloader(Downloader):
     def env(cls, cache_root: Path) -> dict[str, str]:
         return {"HF_HOME": str(cache_root / "huggingface"), "HF_HUB_CACHE": str(cache_root / "huggingface" / "hub")}
 
-    @property
+    @functools.cached_property
     def hub_dir(self) -> Path:
         return self.cache_root / "huggingface" / "hub"
 
     def repo_dir(self, repo_id: str) -> Path:
         return self.hub_dir / ("models--" + repo_id.replace("/", "--"))
+
+    @functools.cached_property
+    def _blob_dirs(self) -> dict[str, Path]:  # repo id -> its blobs/, asked for several times per file
+        return {}
 
     def file_url(self, repo_id: str, commit: str, path: str) -> str:
         return f"{_endpoint()}/{repo_id}/resolve/{commit}/{quote(path)}"
@@ -178,7 +183,10 @@ class HuggingFaceDownloader(Downloader):
 
     def blob_path(self, model: ResolvedModel, file: RemoteFile) -> Path:
         etag = (file.checksum or "").partition(":")[2]
-        return self.repo_dir(model.spec.repo_id) / "blobs" / etag
+        repo_id = model.spec.repo_id
+        if (blobs := self._blob_dirs.get(repo_id)) is None:
+            blobs = self._blob_dirs[repo_id] = self.repo_dir(repo_id) / "blobs"
+        return blobs / etag
 
     def model_path(self, model: ResolvedModel) -> Path:
         return self.repo_dir(model.spec.repo_id) / "snapshots" / model.commit

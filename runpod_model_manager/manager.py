@@ -272,7 +272,7 @@ class ModelManager:
             )
             job.paths[id(transfers[-1])] = file.path
         job.result.missing_files = [f.path for f in missing]
-        job.result.missing_bytes = sum(t.size - engine.resumable_bytes(t) for t in transfers)
+        job.result.missing_bytes = sum(t.size for t in transfers) - engine.resumable_bytes(transfers)
         return transfers
 
     def _changed_in_place(self, job: _Job, already: set[str]) -> list[RemoteFile]:
@@ -300,7 +300,7 @@ class ModelManager:
         ]
 
     def _check_space(self, engine: TransferEngine, transfers: list[Transfer]) -> None:
-        needed = sum(t.size - engine.reserved_bytes(t) for t in transfers)
+        needed = sum(t.size for t in transfers) - engine.reserved_bytes(transfers)
         if not needed:
             return
         free = shutil.disk_usage(self.cache.path).free

@@ -25,7 +25,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
@@ -214,6 +214,7 @@ class TransferEngine:
         # every destination must lie inside the cache root (the state dir's parent unless given)
         self.root = Path(root if root is not None else Path(state_dir).parent)
         self._folders_inside: set[Path] = set()  # folders found inside the root (layout.inside)
+        self._own_folders_inside = False  # incomplete/ and locks/ found inside the root
         self._paths_of: dict[Path, tuple[Path, Path, Path]] = {}  # destination -> its part file, record, lock
         self.settings = settings or EngineSettings()
         self.progress = progress or Progress()
@@ -271,7 +272,9 @@ class TransferEngine:
 
     def _check(self, t: Transfer) -> None:
         """Refuse what the hub's metadata could use to write elsewhere or to trust unverifiable bytes."""
-        for path in (t.dest, *self._paths(t)):  # also our partial file, its record and its lock
+        # also our partial file, its record and its lock: named after a hex key in our two folders, which the
+        # first file's check covers for every later one
+        for path in (t.dest,) if self._own_folders_inside else (t.dest, *self._paths(t)):
             # resolving costs a system call per folder of the path: each folder is checked once per run
             if path.parent in self._folders_inside and path.name not in ("", ".", ".."):
                 continue
@@ -280,6 +283,7 @@ class TransferEngine:
             except UnsafePathError:
                 raise TransferError(f"{t.label}: refused to write {path}, outside the cache {self.root}") from None
             self._folders_inside.add(path.parent)
+        self._own_folders_inside = True
         try:
             validate.checksum(t.checksum)
             validate.size(t.size)
@@ -329,18 +333,32 @@ class TransferEngine:
         # with a checksum, a record lost or stale after an OS crash only costs bytes: the final check catches it
         atomic_write_text(record, json.dumps(data), durable=t.checksum is None)
 
-    def reserved_bytes(self, t: Transfer) -> int:
-        """Disk space the partial file of `t` already occupies (all of it once preallocated)."""
+    def _partial_names(self) -> set[str]:
+        """The names in incomplete/ now: one listing instead of a failed lookup per file that has none."""
         try:
-            return min(t.size, self._paths(t)[0].stat().st_blocks * 512)
-        except OSError:
-            return 0
+            return set(os.listdir(self.dir))
+        except FileNotFoundError:
+            return set()
 
-    def resumable_bytes(self, t: Transfer) -> int:
-        """Bytes of `t` already on disk from an earlier, interrupted run."""
-        part_file, record, _ = self._paths(t)
-        parts, _ = self._load_parts(t, part_file, record)
-        return sum(p.done for p in parts) if parts else 0
+    def reserved_bytes(self, transfers: Iterable[Transfer]) -> int:
+        """Disk space the partial files of `transfers` already occupy (all of a file once preallocated)."""
+        names, total = self._partial_names(), 0
+        for t in transfers:
+            part_file = self._paths(t)[0]
+            if part_file.name in names:
+                with contextlib.suppress(OSError):
+                    total += min(t.size, part_file.stat().st_blocks * 512)
+        return total
+
+    def resumable_bytes(self, transfers: Iterable[Transfer]) -> int:
+        """Bytes of `transfers` already on disk from an earlier, interrupted run."""
+        names, total = self._partial_names(), 0
+        for t in transfers:
+            part_file, record, _ = self._paths(t)
+            if record.name in names:
+                parts, _ = self._load_parts(t, part_file, record)
+                total += sum(p.done for p in parts) if parts else 0
+        return total
 
     # -- leftovers ----------------------------------------------------------------------------------
     def leftovers(self) -> list[Leftover]:
@@ -392,22 +410,24 @@ class TransferEngine:
         With `force`, the file is fetched again even if present; the old one stays readable until replaced.
         """
         self._check(t)
-        if t.is_complete and not force:
-            return 0
         lap = time.perf_counter()
         part_file, record, lock_path = self._paths(t)
         lap = self.times.lap("paths", lap)
         lock = Lock(lock_path)
         try:
-            with self._cancel_event() as cancel:
-                lock.acquire(blocking=wait, cancel=cancel)
+            if wait:
+                with self._cancel_event() as cancel:
+                    lock.acquire(cancel=cancel)
+            else:  # fails at once when the lock is taken: nothing to cancel
+                lock.acquire(blocking=False)
         except LockBusy:
             raise FileBusy(t.label) from None
         except LockCancelled:
             raise _Cancelled(t.label) from None
         self.times.lap("lock", lap)
         try:
-            if t.is_complete and not force:  # another process finished it while we waited
+            # planned as missing; another process may have finished it since, which only its lock tells for sure
+            if t.is_complete and not force:
                 part_file.unlink(missing_ok=True)  # what an interrupted earlier run of this file left
                 record.unlink(missing_ok=True)
                 return 0
@@ -547,7 +567,7 @@ class TransferEngine:
         (one request instead of two per part). Credentials never go to another origin, as when the client
         follows a redirect itself."""
         url = self._routes.get(t.url, t.url)
-        if urlsplit(url).netloc == urlsplit(t.url).netloc:
+        if url is t.url or urlsplit(url).netloc == urlsplit(t.url).netloc:
             return url, dict(t.headers)
         return url, {k: v for k, v in t.headers.items() if k.lower() not in ("authorization", "cookie")}
 
