@@ -16,28 +16,34 @@ class Cancel(threading.Event):
     def __init__(self) -> None:
         super().__init__()
         self._lock = threading.Lock()
-        self._interrupts: dict[int, Callable[[], None]] = {}
+        self._interrupts: set[Callable[[], None]] = set()
 
-    @contextlib.contextmanager
-    def interrupting(self, interrupt: Callable[[], None]) -> Iterator[None]:
-        """Within the block, `set()` calls `interrupt` (at once if it is set already), which must make the
-        block's blocking call return or raise, as shutting down its socket does."""
-        key = id(interrupt)
+    def add(self, interrupt: Callable[[], None]) -> None:
+        """Until `discard(interrupt)`, `set()` calls `interrupt` (at once if it is set already), which must make
+        a blocking call return or raise, as shutting down its socket does."""
         with self._lock:
-            self._interrupts[key] = interrupt
+            self._interrupts.add(interrupt)
             now = self.is_set()
         if now:
             _call(interrupt)
+
+    def discard(self, interrupt: Callable[[], None]) -> None:
+        with self._lock:
+            self._interrupts.discard(interrupt)
+
+    @contextlib.contextmanager
+    def interrupting(self, interrupt: Callable[[], None]) -> Iterator[None]:
+        """`add(interrupt)` for the block."""
+        self.add(interrupt)
         try:
             yield
         finally:
-            with self._lock:
-                self._interrupts.pop(key, None)
+            self.discard(interrupt)
 
     def set(self) -> None:
         with self._lock:
             super().set()
-            interrupts = list(self._interrupts.values())
+            interrupts = list(self._interrupts)
         for interrupt in interrupts:
             _call(interrupt)
 

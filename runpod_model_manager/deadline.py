@@ -32,7 +32,7 @@ class Deadline:
         self._lock = threading.Lock()
         self._done = False
         self._previous: Deadline | None = None
-        self._interrupt: contextlib.AbstractContextManager | None = None
+        self._cancel: Cancel | None = None  # the thread's (cancelled_by), which ends this deadline too
 
     def remaining(self) -> float:
         return max(0.0, self.at - time.monotonic())
@@ -69,15 +69,14 @@ class Deadline:
         self._previous = current()
         _local.deadline = self
         _WATCHDOG.add(self)
-        cancel = getattr(_local, "cancel", None)
-        if cancel is not None:
-            self._interrupt = cancel.interrupting(self.expire)
-            self._interrupt.__enter__()
+        self._cancel = getattr(_local, "cancel", None)
+        if self._cancel is not None:
+            self._cancel.add(self.expire)
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._interrupt is not None:
-            self._interrupt.__exit__(None, None, None)
+        if self._cancel is not None:
+            self._cancel.discard(self.expire)
         with self._lock:
             self._done = True
             for handle in self._handles:

@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 from . import settings, validate
 from .cancel import Cancel
 from .checksums import PrefixHasher
-from .deadline import Deadline
+from .deadline import Deadline, cancelled_by
 from .errors import TransferError
 from .layout import UnsafePathError, atomic_write_text, inside
 from .locks import Lock, LockBusy, LockCancelled
@@ -614,10 +614,8 @@ class TransferEngine:
             headers["Range"] = f"bytes={offset}-{part.end - 1}"
         s = self.settings
         try:
-            with (
-                Deadline(s.connect_timeout + s.stall_timeout) as headers_due,  # however slowly they drip
-                cancel.interrupting(headers_due.expire),
-            ):
+            # however slowly they drip; and at once on Ctrl-C
+            with cancelled_by(cancel), Deadline(s.connect_timeout + s.stall_timeout) as headers_due:
                 response, answered = self._http().get(url, headers, (s.connect_timeout, s.stall_timeout))
         except HTTPError as exc:
             if cancel.is_set():
