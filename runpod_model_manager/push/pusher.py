@@ -49,20 +49,21 @@ class PushResult:
 
 
 @dataclass
-class PushJob:
-    result: PushResult
-    objects: ModelObjects | None  # None: a dry run of a model that is not complete locally
-    pending: int = 0
-    announced: bool = False
-
-
-@dataclass
-class _ToSend:
+class _StoreLacks:
     """A model's objects the store lacks, each with its sha256, and those it holds."""
 
     files: list[tuple[PushObject, str]] = field(default_factory=list)
     announce: list[tuple[PushObject, str]] = field(default_factory=list)  # after the files
     held: list[PushObject] = field(default_factory=list)
+
+
+@dataclass
+class PushJob:
+    result: PushResult
+    objects: ModelObjects | None  # None: a dry run of a model that is not complete locally
+    store_lacks: _StoreLacks | None = None  # what the store lacks of the model, once asked
+    pending: int = 0
+    announced: bool = False
 
 
 class Pusher:
@@ -98,28 +99,28 @@ class Pusher:
         downloader = self.manager.downloader(spec.source)
         return model_objects(model, downloader, self.manager.records, self.manager.cache.path, self.target)
 
-    def _to_send(self, job: PushJob, uploader: Uploader, pool: ThreadPoolExecutor) -> _ToSend | None:
-        """What the store lacks of the model (HeadObject, and the sha256 of files the hub gave none for); None
-        when the model is not to be pushed or the store could not be asked (the model has failed)."""
+    def _ask_store(self, job: PushJob, uploader: Uploader, pool: ThreadPoolExecutor) -> None:
+        """job.store_lacks: what the store lacks of the model (HeadObject, and the sha256 of files the hub gave none
+        for); left None when the model is not to be pushed or the store could not be asked (it has failed)."""
         if job.objects is None or job.result.status == "failed":
-            return None
+            return
         objects = [*job.objects.files, *job.objects.announce]
         try:
             held = list(pool.map(uploader.holds, objects))
         except (StoreError, OSError) as exc:
             job.result.fail(str(exc))
-            return None
+            return
         job.result.objects = len(objects)
         files = set(map(id, job.objects.files))
-        to_send = _ToSend()
+        lacks = _StoreLacks()
         for obj, (same, sha256) in zip(objects, held, strict=True):
             if same:
                 job.result.skipped_objects += 1
                 job.result.skipped_bytes += obj.size
-                to_send.held.append(obj)
+                lacks.held.append(obj)
             else:
-                (to_send.files if id(obj) in files else to_send.announce).append((obj, sha256))
-        return to_send
+                (lacks.files if id(obj) in files else lacks.announce).append((obj, sha256))
+        job.store_lacks = lacks
 
     # -- dry run --------------------------------------------------------------------------------------
     def plan(self, jobs: list[PushJob]) -> list[PushResult]:
@@ -128,8 +129,9 @@ class Pusher:
         try:
             with ThreadPoolExecutor(self.settings.workers) as pool:
                 for job in jobs:
-                    if (to_send := self._to_send(job, uploader, pool)) is not None:
-                        missing = [obj for obj, _ in to_send.files + to_send.announce]
+                    self._ask_store(job, uploader, pool)
+                    if (lacks := job.store_lacks) is not None:
+                        missing = [obj for obj, _ in lacks.files + lacks.announce]
                         job.result.to_send = [obj.key for obj in missing]
                         job.result.to_send_bytes = sum(obj.size for obj in missing)
         finally:
@@ -146,12 +148,13 @@ class Pusher:
         owner: dict[Future, tuple[PushJob, PushObject]] = {}
         try:
             with ThreadPoolExecutor(self.settings.workers, thread_name_prefix="push") as pool:
-                plans = {id(job): to_send for job in jobs if (to_send := self._to_send(job, uploader, pool))}
-                sending = [sent for to_send in plans.values() for sent in to_send.files + to_send.announce]
+                for job in jobs:
+                    self._ask_store(job, uploader, pool)
+                lacking = [job.store_lacks for job in jobs if job.store_lacks is not None]
+                sending = [sent for lacks in lacking for sent in lacks.files + lacks.announce]
                 progress.planned(len(sending), sum(obj.size for obj, _ in sending))
-                for to_send in plans.values():
-                    for obj in to_send.held:
-                        uploader.skip(obj)
+                for obj in (obj for lacks in lacking for obj in lacks.held):
+                    uploader.skip(obj)
 
                 def submit(job: PushJob, objects: list[tuple[PushObject, str]]) -> None:
                     job.pending = len(objects)
@@ -162,11 +165,11 @@ class Pusher:
                     """After the model's files: its announcement; after that, nothing."""
                     while job.pending == 0 and not job.announced and job.result.status != "failed":
                         job.announced = True
-                        submit(job, plans[id(job)].announce)
+                        submit(job, job.store_lacks.announce)
 
                 for job in jobs:
-                    if id(job) in plans and job.result.status != "failed":
-                        submit(job, plans[id(job)].files)
+                    if job.store_lacks is not None and job.result.status != "failed":
+                        submit(job, job.store_lacks.files)
                         advance(job)
                 while owner:
                     done, _ = wait(list(owner), return_when=FIRST_COMPLETED)
