@@ -5,6 +5,9 @@ seconds never trips it. Under `with Deadline(seconds):`, every socket registered
 thread (our HTTP connection classes register theirs) is shut down when the time is up, which ends whatever
 blocking connect, send or receive is in progress on it; the code that was waiting sees a connection error
 and `deadline.expired` tells it why. One watchdog thread serves every deadline of the process.
+
+`Deadline(math.inf)` has no time limit: under `cancelled_by`, it only ends the waits of its sockets when the
+cancel is set (for a library that bounds its requests itself, as botocore does).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
+import math
 import os
 import socket
 import threading
@@ -68,7 +72,8 @@ class Deadline:
     def __enter__(self) -> Deadline:
         self._previous = current()
         _local.deadline = self
-        _WATCHDOG.add(self)
+        if math.isfinite(self.at):
+            _WATCHDOG.add(self)
         self._cancel = getattr(_local, "cancel", None)
         if self._cancel is not None:
             self._cancel.add(self.expire)
@@ -107,6 +112,20 @@ def watch(sock: socket.socket | None) -> None:
     deadline = current()
     if deadline is not None:
         deadline.watch(sock)
+
+
+class WatchedConnection:
+    """A mixin for urllib3 connection classes: the socket is put under the thread's Deadline when it is opened,
+    and when a request starts on a kept-alive connection (its body, then the wait for the answer)."""
+
+    def _new_conn(self):
+        sock = super()._new_conn()
+        watch(sock)
+        return sock
+
+    def request(self, *args, **kwargs):
+        watch(self.sock)
+        return super().request(*args, **kwargs)
 
 
 def _shut(handle: int) -> None:

@@ -42,28 +42,12 @@ class _Response(http.client.HTTPResponse):
         self.fp = sock.makefile("rb", RESPONSE_BUFFER)
 
 
-class _Watched:
-    """Registers the connection's socket with the thread's Deadline: when it is opened, and when the headers
-    of a response on a kept-alive connection are awaited."""
-
+class _WatchedHTTPConnection(deadline.WatchedConnection, HTTPConnection):
     response_class = _Response
 
-    def _new_conn(self):
-        sock = super()._new_conn()
-        deadline.watch(sock)
-        return sock
 
-    def getresponse(self, *args, **kwargs):
-        deadline.watch(self.sock)
-        return super().getresponse(*args, **kwargs)
-
-
-class _WatchedHTTPConnection(_Watched, HTTPConnection):
-    pass
-
-
-class _WatchedHTTPSConnection(_Watched, HTTPSConnection):
-    pass
+class _WatchedHTTPSConnection(deadline.WatchedConnection, HTTPSConnection):
+    response_class = _Response
 
 
 class _HTTPPool(HTTPConnectionPool):

@@ -24,6 +24,7 @@ from tests.hub import make_file
 from tests.s3 import ACCESS_KEY, SECRET_KEY, Limits, S3Server
 from tests.test_deploy_files import OFFLINE_CHECK, _spec_json, fake_repo_files, serve_specs
 from tests.test_download_cli import offline_env
+from tests.test_reliability import interrupted, start_cli
 
 HF_ID = "acme/tiny-model"
 MS_ID = "iic/tiny-model"
@@ -287,6 +288,24 @@ def test_killed_push_resumes_the_multipart_upload_sending_only_missing_parts(env
     assert resent == BIG - sum(p["Size"] for p in held)
     assert s3.objects(bucket)[upload["Key"]] == repos["files"]["model.safetensors"].read_bytes()
     assert not s3.uploads(bucket) and not list((cache / ".runpod-model-manager" / "push").iterdir())
+
+
+def test_ctrl_c_while_the_store_stalls_ends_at_once_and_the_upload_resumes(env, s3, repos, tmp_path):
+    """A store that never answers a part: Ctrl-C ends the push now, not after the read timeout, and the next
+    push continues the same multipart upload."""
+    bucket, cache = s3.new_bucket(), tmp_path / "cache"
+    assert run_cli(env, HF_ID, "--include", "model.safetensors", "--cache-dir", str(cache)).returncode == 0
+    s3.proxy.reset(Limits(hold_parts_after=2))
+    args = ("push", HF_ID, "--include", "model.safetensors", "--to", f"s3://{bucket}", "--endpoint-url", s3.url)
+    log = tmp_path / "push.log"
+    proc = start_cli(env | {"RPMM_PUSH_READ_TIMEOUT": "120"}, *args, "--cache-dir", str(cache), NO_LOCK, log=log)
+    interrupted(proc, log, lambda: s3.proxy.held >= 1, "a part held by the store", settle=0.2)
+    s3.proxy.release()
+    [upload] = s3.uploads(bucket)
+    s3.proxy.reset()
+    push(env, s3, bucket, cache, HF_ID, "--include", "model.safetensors")
+    assert s3.proxy.count("CreateMultipartUpload") == 0  # the same upload, continued
+    assert s3.objects(bucket)[upload["Key"]] == repos["files"]["model.safetensors"].read_bytes()
 
 
 def test_part_sizes_stay_within_runpods_limits():

@@ -6,6 +6,8 @@ revision whose files are still on their way.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, fields
 
@@ -125,66 +127,53 @@ class Pusher:
     # -- dry run --------------------------------------------------------------------------------------
     def plan(self, jobs: list[PushJob]) -> list[PushResult]:
         """What a push would send: every object the store does not hold (HeadObject only)."""
-        uploader = self._uploader(Progress())
-        try:
-            with ThreadPoolExecutor(self.settings.workers) as pool:
-                for job in jobs:
-                    self._ask_store(job, uploader, pool)
-                    if (lacks := job.store_lacks) is not None:
-                        missing = [obj for obj, _ in lacks.files + lacks.announce]
-                        job.result.to_send = [obj.key for obj in missing]
-                        job.result.to_send_bytes = sum(obj.size for obj in missing)
-        finally:
-            uploader.close()
+        with self._uploading(Progress()) as (uploader, pool):
+            for job in jobs:
+                self._ask_store(job, uploader, pool)
+                if (lacks := job.store_lacks) is not None:
+                    missing = [obj for obj, _ in lacks.files + lacks.announce]
+                    job.result.to_send = [obj.key for obj in missing]
+                    job.result.to_send_bytes = sum(obj.size for obj in missing)
         return [job.result for job in jobs]
 
     # -- push -----------------------------------------------------------------------------------------
     def run(self, jobs: list[PushJob], progress: Reporter) -> list[PushResult]:
-        uploader = self._uploader(progress)
-        try:
-            uploader.list_stale(self.target.prefix + "/")
-        except StoreError as exc:
-            progress.warn(f"could not list the multipart uploads in progress ({exc}); old ones are not aborted")
         owner: dict[Future, tuple[PushJob, PushObject]] = {}
-        try:
-            with ThreadPoolExecutor(self.settings.workers, thread_name_prefix="push") as pool:
-                for job in jobs:
-                    self._ask_store(job, uploader, pool)
-                lacking = [job.store_lacks for job in jobs if job.store_lacks is not None]
-                sending = [sent for lacks in lacking for sent in lacks.files + lacks.announce]
-                progress.planned(len(sending), sum(obj.size for obj, _ in sending))
-                for obj in (obj for lacks in lacking for obj in lacks.held):
-                    uploader.skip(obj)
+        with self._uploading(progress) as (uploader, pool):
+            try:
+                uploader.list_stale(self.target.prefix + "/")
+            except StoreError as exc:
+                progress.warn(f"could not list the multipart uploads in progress ({exc}); old ones are not aborted")
+            for job in jobs:
+                self._ask_store(job, uploader, pool)
+            lacking = [job.store_lacks for job in jobs if job.store_lacks is not None]
+            sending = [sent for lacks in lacking for sent in lacks.files + lacks.announce]
+            progress.planned(len(sending), sum(obj.size for obj, _ in sending))
+            for obj in (obj for lacks in lacking for obj in lacks.held):
+                uploader.skip(obj)
 
-                def submit(job: PushJob, objects: list[tuple[PushObject, str]]) -> None:
-                    job.pending = len(objects)
-                    for obj, sha256 in objects:
-                        owner[pool.submit(uploader.send, obj, sha256)] = (job, obj)
+            def submit(job: PushJob, objects: list[tuple[PushObject, str]]) -> None:
+                job.pending = len(objects)
+                for obj, sha256 in objects:
+                    owner[pool.submit(uploader.send, obj, sha256)] = (job, obj)
 
-                def advance(job: PushJob) -> None:
-                    """After the model's files: its announcement; after that, nothing."""
-                    while job.pending == 0 and not job.announced and job.result.status != "failed":
-                        job.announced = True
-                        submit(job, job.store_lacks.announce)
+            def advance(job: PushJob) -> None:
+                """After the model's files: its announcement; after that, nothing."""
+                while job.pending == 0 and not job.announced and job.result.status != "failed":
+                    job.announced = True
+                    submit(job, job.store_lacks.announce)
 
-                for job in jobs:
-                    if job.store_lacks is not None and job.result.status != "failed":
-                        submit(job, job.store_lacks.files)
-                        advance(job)
-                while owner:
-                    done, _ = wait(list(owner), return_when=FIRST_COMPLETED)
-                    for future in done:
-                        job, obj = owner.pop(future)
-                        self._account(job.result, obj, future)
-                        job.pending -= 1
-                        advance(job)
-        except BaseException:
-            uploader.stop()
-            for future in owner:
-                future.cancel()
-            raise
-        finally:
-            uploader.close()
+            for job in jobs:
+                if job.store_lacks is not None and job.result.status != "failed":
+                    submit(job, job.store_lacks.files)
+                    advance(job)
+            while owner:
+                done, _ = wait(list(owner), return_when=FIRST_COMPLETED)
+                for future in done:
+                    job, obj = owner.pop(future)
+                    self._account(job.result, obj, future)
+                    job.pending -= 1
+                    advance(job)
         for job in jobs:
             if job.result.status != "failed":
                 job.result.status = "pushed" if job.result.sent_objects else "unchanged"
@@ -207,6 +196,18 @@ class Pusher:
         result.sent_objects += 1
         result.sent_bytes += outcome.sent
 
-    def _uploader(self, progress: Progress) -> Uploader:
+    @contextlib.contextmanager
+    def _uploading(self, progress: Progress) -> Iterator[tuple[Uploader, ThreadPoolExecutor]]:
+        """An uploader, and workers for objects. Whatever ends the block (Ctrl-C too), the store's requests in
+        flight are ended before the workers are waited for."""
         cache = self.manager.cache
-        return Uploader(self.store, self.settings, progress, cache.state, cache.path)
+        uploader = Uploader(self.store, self.settings, progress, cache.state, cache.path)
+        pool = ThreadPoolExecutor(self.settings.workers, thread_name_prefix="push")
+        try:
+            yield uploader, pool
+        except BaseException:
+            uploader.stop()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            uploader.close()

@@ -11,13 +11,18 @@ What RunPod's S3 API (https://docs.runpod.io/storage/s3-api) asks for, and what 
   a reason that may pass is then tried again here, a few times, with growing waits;
 - only the operations RunPod implements: HeadBucket, HeadObject, PutObject, the multipart operations;
   never DeleteObjects or presigned URLs.
+
+`stop()` (Ctrl-C, a full volume) ends the requests in flight at once: their sockets are shut down
+(connections.py), botocore is kept from retrying them, and no request starts after it.
 """
 
 from __future__ import annotations
 
-import time
+import math
 from dataclasses import dataclass
 
+from runpod_model_manager.cancel import Cancel
+from runpod_model_manager.deadline import Deadline, cancelled_by
 from runpod_model_manager.errors import UserError
 
 from .settings import PushSettings
@@ -37,6 +42,13 @@ class StoreError(Exception):
         self.status, self.code, self.retryable = status, code, retryable
 
 
+class Stopped(StoreError):
+    """The push is stopping: the request was not sent, or its wait was ended."""
+
+    def __init__(self) -> None:
+        super().__init__("stopped")
+
+
 class StoreFull(StoreError):
     """The volume has no space left (HTTP 507): every other upload would fail too, so the run stops."""
 
@@ -54,8 +66,11 @@ class Store:
             import boto3
             from botocore.config import Config
             from botocore.exceptions import BotoCoreError
+
+            from .connections import watch_connections
         except ImportError:
             raise UserError(INSTALL_HINT) from None
+        self.stopping = Cancel()
         self.bucket = target.bucket
         session = boto3.session.Session()
         try:
@@ -86,7 +101,17 @@ class Store:
         self._completer = session.client(
             "s3", endpoint_url=target.endpoint_url, config=config.merge(Config(read_timeout=settings.complete_timeout))
         )
+        for client in (self._client, self._completer):
+            watch_connections(client)
+            client.meta.events.register_first("needs-retry.s3", self._no_retry_when_stopping)
         self.endpoint = self._client.meta.endpoint_url
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def _no_retry_when_stopping(self, **_) -> None:
+        if self.stopping.is_set():
+            raise Stopped()
 
     # -- errors ---------------------------------------------------------------------------------------
     def redact(self, text: str) -> str:
@@ -103,14 +128,19 @@ class Store:
             except StoreError as exc:
                 if not exc.retryable or attempt + 1 == ATTEMPTS:
                     raise
-                time.sleep(self._backoff * 2**attempt)
+                if self.stopping.wait(self._backoff * 2**attempt):
+                    raise Stopped() from None
         raise AssertionError("unreachable")
 
     def _request(self, operation: str, client, params: dict):
         from botocore.exceptions import BotoCoreError, ClientError
 
+        if self.stopping.is_set():
+            raise Stopped()
         try:
-            return getattr(client or self._client, operation)(Bucket=self.bucket, **params)
+            # no time limit of our own (botocore's timeouts bound each wait), but the waits end with stop()
+            with cancelled_by(self.stopping), Deadline(math.inf):
+                return getattr(client or self._client, operation)(Bucket=self.bucket, **params)
         except ClientError as exc:
             raise self._error(operation, exc) from None
         except BotoCoreError as exc:  # no answer after every retry: connection refused or dropped, timeout

@@ -33,7 +33,7 @@ from runpod_model_manager.transfer import Progress
 
 from .plan import PushObject
 from .settings import MAX_PARTS, PART_LIMIT, PushSettings
-from .store import RemoteObject, Store, StoreError, StoreFull
+from .store import RemoteObject, Stopped, Store, StoreError, StoreFull
 
 _REPAIR = "run `download-models verify --repair`, then push again"
 
@@ -94,7 +94,7 @@ class Uploader:
         self.records = Path(state_dir) / "push"
         self.cache_root = cache_root
         self.stale: dict[str, list[str]] = {}  # key -> multipart uploads in progress when the run started
-        self._stop = threading.Event()
+        self._stop = store.stopping
         self._parts = ThreadPoolExecutor(settings.connections, thread_name_prefix="push-part")
         self._hashers = ThreadPoolExecutor(settings.workers, thread_name_prefix="push-hash")
 
@@ -104,8 +104,9 @@ class Uploader:
         self._hashers.shutdown(wait=True, cancel_futures=True)
 
     def stop(self) -> None:
-        """No new request starts (Ctrl-C, a full volume); multipart uploads stay resumable."""
-        self._stop.set()
+        """The store's requests in flight end and no new one starts (Ctrl-C, a full volume); multipart uploads
+        stay resumable."""
+        self.store.stop()
 
     def list_stale(self, prefix: str) -> None:
         self.stale = self.store.uploads(prefix)
@@ -234,7 +235,7 @@ class Uploader:
                     if failure is None or isinstance(failure, _Cancelled):
                         failure = exc
         if failure is not None:
-            raise StoreError("stopped", retryable=False) if isinstance(failure, _Cancelled) else failure
+            raise Stopped() if isinstance(failure, _Cancelled) else failure
         return etags
 
     def _send_part(self, obj: PushObject, upload_id: str, fd: int, part: Part, cancel: threading.Event) -> str:
@@ -307,7 +308,7 @@ class Uploader:
 
     def _pause(self, attempt: int) -> None:
         if self._stop.wait(self.settings.verify_wait * 2**attempt):
-            raise StoreError("stopped", retryable=False)
+            raise Stopped()
 
 
 def _sha256(path: Path) -> str:
