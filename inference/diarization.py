@@ -19,6 +19,10 @@
    split into two groups of 1 s windows (2-means on their embeddings); when the groups' voices are as far
    apart as two clusters must be, and each holds 2 s, the smaller one becomes a speaker of its own. Repeated
    while max_speakers allows.
+
+Exclusive turns (one speaker at a time, for aligning words with speakers, as pyannote.audio 4's
+`exclusive_speaker_diarization`): step 6 with one speaker per frame, the most active; the turns of the
+speakers split off in step 7 are lone speech already.
 """
 
 from __future__ import annotations
@@ -69,6 +73,12 @@ class SpeakerTurn:
     start: float
     end: float
     speaker: str
+
+
+@dataclass(frozen=True)
+class Diarization:
+    turns: list[SpeakerTurn]  # sorted by start; where people speak at once, their turns overlap
+    exclusive_turns: list[SpeakerTurn]  # the same speech and speakers, one speaker at a time
 
 
 def chunk_starts(n_samples: int, step_frames: int = CHUNK_STEP_FRAMES) -> list[int]:
@@ -220,6 +230,17 @@ def without_short_speech(active: np.ndarray) -> np.ndarray:
     return active
 
 
+def one_at_a_time(active: np.ndarray, activity: np.ndarray) -> np.ndarray:
+    """(frames, speakers) activity keeping, in each frame, only the speaker with the highest (frames, k) `activity`;
+    the columns past k (split off in step 7) only ever speak alone."""
+    priority = np.zeros(active.shape)
+    priority[:, : activity.shape[1]] = activity
+    speaking = np.flatnonzero(active.any(axis=1))
+    exclusive = np.zeros_like(active)
+    exclusive[speaking, np.argmax(np.where(active, priority, -np.inf)[speaking], axis=1)] = True
+    return exclusive
+
+
 def _turns(active: np.ndarray, duration: float) -> list[tuple[float, float, int]]:
     turns = []
     for speaker in range(active.shape[1]):
@@ -235,9 +256,9 @@ def diarize(
     min_speakers: int = 1,
     max_speakers: int | None = None,
     threshold: float = DEFAULT_DISTANCE_THRESHOLD,
-) -> list[SpeakerTurn]:
-    """Speaker turns, sorted by start. At most max_speakers speakers; at least min_speakers when that many
-    voices are told apart (a voice is never split to reach a count, so there can be fewer)."""
+) -> Diarization:
+    """Speaker turns. At most max_speakers speakers; at least min_speakers when that many voices are told
+    apart (a voice is never split to reach a count, so there can be fewer)."""
     from threadpoolctl import threadpool_limits
 
     # One BLAS thread: most products are small (an LSTM step), and on a busy CPU a second thread waiting
@@ -246,7 +267,7 @@ def diarize(
         return _diarize(audio, segmentation, encoder, min_speakers, max_speakers, threshold)
 
 
-def _diarize(audio, segmentation, encoder, min_speakers, max_speakers, threshold) -> list[SpeakerTurn]:
+def _diarize(audio, segmentation, encoder, min_speakers, max_speakers, threshold) -> Diarization:
     starts = chunk_starts(len(audio))
     local = local_speakers(segmentation(audio, starts), SPEECH_BIAS, OVERLAP_BIAS)  # (chunks, frames, 3)
     offsets = [start // FRAME_SAMPLES for start in starts]
@@ -258,7 +279,7 @@ def _diarize(audio, segmentation, encoder, min_speakers, max_speakers, threshold
     features, feature_frame = voice_features(audio, pieces(count > 0, changes), encoder)
     chunk_of, speaker_of = np.nonzero(local.any(axis=1))
     if not len(features) or not len(chunk_of):
-        return []
+        return Diarization([], [])
 
     # Each unit's feature rows: those of its lone frames, or of all its frames.
     alone = local & (local.sum(axis=2, keepdims=True) == 1)
@@ -291,8 +312,13 @@ def _diarize(audio, segmentation, encoder, min_speakers, max_speakers, threshold
     active = without_short_speech(split_voices(active, windows, feature_frame, threshold, max_speakers))
 
     # Name speakers in order of first appearance: SPEAKER_00 speaks first.
+    duration = len(audio) / SAMPLE_RATE
+    turns = _turns(active, duration)
     names: dict[int, str] = {}
-    turns = _turns(active, len(audio) / SAMPLE_RATE)
     for _, _, speaker in turns:
         names.setdefault(speaker, f"SPEAKER_{len(names):02d}")
-    return [SpeakerTurn(round(start, 3), round(end, 3), names[speaker]) for start, end, speaker in turns]
+
+    def named(turns: list[tuple[float, float, int]]) -> list[SpeakerTurn]:
+        return [SpeakerTurn(round(start, 3), round(end, 3), names[speaker]) for start, end, speaker in turns]
+
+    return Diarization(named(turns), named(_turns(one_at_a_time(active, activity), duration)))

@@ -29,6 +29,14 @@ def optional_int(job_input: dict, field: str, low: int, high: int) -> int | None
     return value
 
 
+def optional_bool(job_input: dict, field: str) -> bool:
+    """true or false; false when absent."""
+    value = job_input.get(field, False)
+    if not isinstance(value, bool):
+        raise InputError(f"{field} must be true or false.")
+    return value
+
+
 def optional_float(job_input: dict, field: str, low: float, high: float, default: float) -> float:
     """A number in the open interval (low, high), or `default` when absent."""
     value = job_input.get(field)

@@ -14,12 +14,13 @@ from runpod_model_manager.offline import local_model_path
 from runpod_model_manager.specs import ModelSpec
 
 from .campplus import CamPlusPlus
-from .diarization import DEFAULT_DISTANCE_THRESHOLD, diarize
+from .diarization import DEFAULT_DISTANCE_THRESHOLD, SpeakerTurn, diarize
 from .errors import InputError, ModelUnavailableError
 from .request import (
     AUDIO_FIELDS,
     audio_source,
     load_audio,
+    optional_bool,
     optional_float,
     optional_int,
     reject_unknown_fields,
@@ -67,8 +68,8 @@ def vad(job_input: dict) -> dict:
 def speaker_diarization(job_input: dict) -> dict:
     """Speaker turns; overlapping speech gives overlapping turns. `num_speakers` (or `min_speakers` and
     `max_speakers`) bounds the number of speakers; within the bounds, clusters of voices merge while their
-    cosine distance is under `threshold`."""
-    fields = ("num_speakers", "min_speakers", "max_speakers", "threshold")
+    cosine distance is under `threshold`. `exclusive`: also the turns with one speaker at a time."""
+    fields = ("num_speakers", "min_speakers", "max_speakers", "threshold", "exclusive")
     reject_unknown_fields(job_input, ("task", *AUDIO_FIELDS, *fields))
     num_speakers = optional_int(job_input, "num_speakers", 1, MAX_SPEAKERS)
     min_speakers = optional_int(job_input, "min_speakers", 1, MAX_SPEAKERS)
@@ -78,13 +79,18 @@ def speaker_diarization(job_input: dict) -> dict:
     if min_speakers and max_speakers and min_speakers > max_speakers:
         raise InputError("min_speakers must not be greater than max_speakers.")
     threshold = optional_float(job_input, "threshold", 0.0, MAX_DISTANCE_THRESHOLD, DEFAULT_DISTANCE_THRESHOLD)
+    exclusive = optional_bool(job_input, "exclusive")
     source = audio_source(job_input)
     segmentation, encoder = speaker_segmentation(), speaker_embedding()
     audio = load_audio(source)
-    turns = diarize(
+    found = diarize(
         audio, segmentation, encoder, num_speakers or min_speakers or 1, num_speakers or max_speakers, threshold
     )
-    return {
-        "num_speakers": len({turn.speaker for turn in turns}),
-        "segments": [{"start": t.start, "end": t.end, "speaker": t.speaker} for t in turns],
-    }
+    result = {"num_speakers": len({turn.speaker for turn in found.turns}), "segments": _segments(found.turns)}
+    if exclusive:
+        result["exclusive_segments"] = _segments(found.exclusive_turns)
+    return result
+
+
+def _segments(turns: list[SpeakerTurn]) -> list[dict]:
+    return [{"start": t.start, "end": t.end, "speaker": t.speaker} for t in turns]

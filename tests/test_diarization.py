@@ -20,6 +20,7 @@ from inference.diarization import (
     chunk_starts,
     cluster,
     cluster_with_hint,
+    one_at_a_time,
     speaker_changes,
     split_voices,
     without_short_speech,
@@ -212,6 +213,16 @@ def test_one_voice_is_not_split_nor_a_voice_heard_too_briefly_nor_past_max_speak
     assert split_voices(*brief, threshold=0.5, max_speakers=None).shape[1] == 1
     assert split_voices(*two_voices, threshold=0.5, max_speakers=1).shape[1] == 1
     assert split_voices(*two_voices, threshold=0.9, max_speakers=None).shape[1] == 1
+
+
+def test_one_at_a_time_keeps_the_most_active_speaker_of_each_frame():
+    # frames: A and B (A more active), B alone, A and B (B more active), C (split off from A) alone, nobody
+    active = np.array([[1, 1, 0], [0, 1, 0], [1, 1, 0], [0, 0, 1], [0, 0, 0]], dtype=bool)
+    activity = np.array([[0.9, 0.6], [0.1, 0.8], [0.5, 0.7], [0.9, 0.0], [0.2, 0.0]])
+
+    exclusive = one_at_a_time(active, activity)
+
+    assert exclusive.astype(int).tolist() == [[1, 0, 0], [0, 1, 0], [0, 1, 0], [0, 0, 1], [0, 0, 0]]
 
 
 @pytest.fixture(scope="module")

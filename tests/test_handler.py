@@ -350,6 +350,8 @@ BAD_INPUTS = {
     "threshold negative": {"task": "speaker_diarization", "audio_base64": "UklGRg==", "threshold": -0.1},
     "threshold too large": {"task": "speaker_diarization", "audio_base64": "UklGRg==", "threshold": 2.5},
     "vad threshold above 1": {"task": "vad", "audio_base64": "UklGRg==", "threshold": 1.5},
+    "exclusive not a bool": {"task": "speaker_diarization", "audio_base64": "UklGRg==", "exclusive": "yes"},
+    "exclusive given to vad": {"task": "vad", "audio_base64": "UklGRg==", "exclusive": True},
 }
 
 

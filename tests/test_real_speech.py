@@ -14,7 +14,7 @@ import soundfile
 
 import handler
 from tests import ami
-from tests.der import Score, score
+from tests.der import Score, overlap_floor, score
 from tests.test_handler import build_model_cache
 
 MEAN_DER_BOUND = 0.32  # measured: 0.302, with the true number of speakers too
@@ -22,6 +22,7 @@ TRN06_DER_BOUND = 0.11  # measured: 0.073 (3 speakers, 12 % overlapping speech)
 TRN03_DER_BOUND = 0.03  # measured: 0.005 (2 speakers, one talking 29 s)
 TRN00_DER_BOUND = 0.43  # measured: 0.386; 0.487 while its two voices in one local speaker stayed one speaker
 TRN01_DER_BOUND = 0.90  # measured: 0.880; 0.924 with a 0.25 s blip of false alarm (5.7 s of speech in all)
+TRN09_EXCLUSIVE_DER_BOUND = 0.36  # measured: 0.322, its overlap floor 0.319
 MIN_COUNTS_RIGHT = 6  # measured: 7 of 10 speaker counts right with no hint
 VAD_MISSED_BOUND = 0.23  # measured: 0.190 of the reference speech, mean over the excerpts
 VAD_FALSE_ALARM_BOUND = 0.05  # measured: 0.027
@@ -135,6 +136,35 @@ def test_overlapping_speech_gives_overlapping_turns_of_different_speakers(result
         if a["speaker"] != b["speaker"] and min(a["end"], b["end"]) - max(a["start"], b["start"]) > 0.5
     ]
     assert overlapping, segments
+
+
+def test_exclusive_turns_are_the_same_speech_and_speakers_one_at_a_time(excerpts, results, diarize):
+    # trn09: two people talk at once for about a third of its speech.
+    excerpt = excerpts["trn09"]
+    result = diarize(excerpt, exclusive=True)
+    exclusive = result["exclusive_segments"]
+
+    assert result["segments"] == results["trn09"]["segments"]  # asking for them changes nothing else
+    assert all(a["end"] <= b["start"] for a, b in zip(exclusive, exclusive[1:], strict=False))
+    for turn in exclusive:  # within a turn of the same speaker
+        assert any(
+            s["speaker"] == turn["speaker"] and s["start"] <= turn["start"] and turn["end"] <= s["end"]
+            for s in result["segments"]
+        ), turn
+    speech = sum(end - start for start, end in _union(result["segments"]))
+    assert abs(sum(t["end"] - t["start"] for t in exclusive) - speech) < 0.01
+    exclusive_der = _score(excerpt, {"segments": exclusive}).der
+    assert overlap_floor(excerpt.reference, (0.0, excerpt.duration)) <= exclusive_der <= TRN09_EXCLUSIVE_DER_BOUND
+
+
+def _union(segments: list[dict]) -> list[tuple[float, float]]:
+    merged: list[list[float]] = []
+    for s in sorted(segments, key=lambda s: s["start"]):
+        if merged and s["start"] <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], s["end"])
+        else:
+            merged.append([s["start"], s["end"]])
+    return [(start, end) for start, end in merged]
 
 
 def test_speaker_bounds_are_kept(excerpts, diarize):
