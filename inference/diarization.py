@@ -90,14 +90,20 @@ def chunk_starts(n_samples: int, step_frames: int = CHUNK_STEP_FRAMES) -> list[i
     return starts
 
 
+def coverage(offsets: list[int], frames: int, n_frames: int) -> np.ndarray:
+    """(n_frames,) how many chunks of `frames` frames, at `offsets`, cover each frame (at least 1)."""
+    covered = np.zeros(n_frames)
+    for offset in offsets:
+        covered[offset : offset + frames] += 1
+    return np.maximum(covered, 1)
+
+
 def aggregate(per_chunk: np.ndarray, offsets: list[int], n_frames: int) -> np.ndarray:
     """(chunks, frames, k) -> (n_frames, k): each frame's mean over the chunks that cover it."""
     sums = np.zeros((n_frames, per_chunk.shape[2]))
-    covered = np.zeros(n_frames)
     for offset, values in zip(offsets, per_chunk, strict=True):
         sums[offset : offset + len(values)] += values
-        covered[offset : offset + len(values)] += 1
-    return sums / np.maximum(covered, 1)[:, None]
+    return sums / coverage(offsets, per_chunk.shape[1], n_frames)[:, None]
 
 
 def cluster(
@@ -106,30 +112,51 @@ def cluster(
     """A label per item from average-linkage agglomeration of their (n, n) distances: the closest two
     clusters merge while they are under `threshold` apart and more than min_clusters remain, and past the
     threshold while more than max_clusters remain. Clusters holding two items that are `apart` merge only
-    to get down to max_clusters."""
-    members = [[i] for i in range(len(distance))]
+    to get down to max_clusters. Labels go by each cluster's first item; of equally close pairs, the first
+    in row-major order merges."""
+    n = len(distance)
     distance = distance.astype(np.float64).copy()
-    apart = apart.copy()
     np.fill_diagonal(distance, np.inf)
+    apart = apart.copy()
+    allowed = np.where(apart, np.inf, distance)
+    # Each row's closest allowed row, kept up to date: a merge rescans only the rows it may have changed,
+    # so an hour of audio (thousands of items) clusters in O(n^2) rather than O(n^3).
+    nearest = np.argmin(allowed, axis=1) if n else np.zeros(0, dtype=int)
+    closest = allowed[np.arange(n), nearest]
+    members = {i: [i] for i in range(n)}  # by the cluster's first item, which is its row
     while len(members) > min_clusters:
         forced = max_clusters is not None and len(members) > max_clusters
-        allowed = np.where(apart, np.inf, distance)
-        if forced and not np.isfinite(allowed).any():
-            allowed = distance
-        a, b = sorted(np.unravel_index(np.argmin(allowed), allowed.shape))
-        if not np.isfinite(allowed[a, b]) or (not forced and allowed[a, b] >= threshold):
+        a = int(np.argmin(closest))
+        if forced and not np.isfinite(closest[a]):  # every pair left is apart: merge the closest anyway
+            live = np.fromiter(members, dtype=int)
+            a, b = live[np.array(np.unravel_index(np.argmin(distance[np.ix_(live, live)]), (len(live),) * 2))]
+            gap = distance[a, b]
+        else:
+            b, gap = int(nearest[a]), closest[a]
+        a, b = sorted((int(a), int(b)))
+        if not np.isfinite(gap) or (not forced and gap >= threshold):
             break
         size_a, size_b = len(members[a]), len(members[b])
         distance[a] = (distance[a] * size_a + distance[b] * size_b) / (size_a + size_b)
         distance[:, a] = distance[a]
         distance[a, a] = np.inf
+        distance[b, :] = distance[:, b] = np.inf
         apart[a] |= apart[b]
         apart[:, a] = apart[a]
+        allowed[a] = np.where(apart[a], np.inf, distance[a])
+        allowed[:, a] = allowed[a]
+        allowed[b, :] = allowed[:, b] = np.inf
         members[a] += members.pop(b)
-        distance, apart = (np.delete(np.delete(m, b, axis=0), b, axis=1) for m in (distance, apart))
-    labels = np.empty(sum(map(len, members)), dtype=int)
-    for label, items in enumerate(members):
-        labels[items] = label
+        closest[b] = np.inf
+        stale = np.union1d([a], np.flatnonzero(np.isfinite(closest) & ((nearest == a) | (nearest == b))))
+        # An average of two distances is no closer than the nearer of them, but rounding can make it so.
+        nearer = (allowed[:, a] < closest) | ((allowed[:, a] == closest) & (a < nearest))
+        nearest[nearer], closest[nearer] = a, allowed[nearer, a]
+        nearest[stale] = np.argmin(allowed[stale], axis=1)
+        closest[stale] = allowed[stale, nearest[stale]]
+    labels = np.empty(n, dtype=int)
+    for label, first in enumerate(sorted(members)):
+        labels[members[first]] = label
     return labels
 
 
@@ -301,11 +328,12 @@ def _diarize(audio, segmentation, encoder, min_speakers, max_speakers, threshold
     centroids = normalized(np.stack([embeddings[clustered][labels == s].mean(axis=0) for s in range(labels.max() + 1)]))
     speakers = _assign(embeddings @ centroids.T, chunk_of)
 
-    per_chunk = np.zeros((len(starts), frames, len(centroids)))
+    # Each speaker's activity averaged over the chunks (a chunk's units are on different speakers).
+    activity = np.zeros((n_frames, len(centroids)))
     for c, k, s in zip(chunk_of, speaker_of, speakers, strict=True):
         if s >= 0:
-            per_chunk[c, :, s] = np.maximum(per_chunk[c, :, s], local[c, :, k])
-    activity = aggregate(per_chunk, offsets, n_frames)
+            activity[offsets[c] : offsets[c] + frames, s] += local[c, :, k]
+    activity /= coverage(offsets, frames, n_frames)[:, None]
     ranks = np.argsort(np.argsort(-activity, axis=1, kind="stable"), axis=1)
     active = (ranks < count[:, None]) & (activity > 0)
     windows = window_embeddings(features, SPLIT_WINDOW_HALF, encoder)

@@ -20,7 +20,7 @@ from urllib.parse import urljoin, urlsplit
 
 from runpod_model_manager.deadline import Deadline, watch
 
-from .audio import MAX_AUDIO_BYTES
+from .audio import MAX_URL_AUDIO_BYTES
 from .errors import InputError
 
 # Testing only: "1" lets audio_url reach loopback/private addresses (a local test server).
@@ -29,7 +29,7 @@ ALLOW_PRIVATE_URLS_ENV = "HANDLER_ALLOW_PRIVATE_URLS"
 MAX_URL_LENGTH = 2048
 MAX_REDIRECTS = 3
 SOCKET_TIMEOUT_SECONDS = 10.0  # connect, and each wait for data
-DOWNLOAD_TIMEOUT_SECONDS = 60.0  # the whole download, redirects included
+DOWNLOAD_TIMEOUT_SECONDS = 120.0  # the whole download, redirects included (256 MB at 2 MB/s)
 READ_CHUNK_BYTES = 64 * 1024
 REDIRECT_STATUSES = {301, 302, 303, 307, 308}
 USER_AGENT = "runpod-model-manager-handler/1"
@@ -145,13 +145,13 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
 
 def _read_body(response: http.client.HTTPResponse) -> bytes:
     declared = response.getheader("Content-Length")
-    if declared and declared.isdigit() and int(declared) > MAX_AUDIO_BYTES:
-        raise InputError(f"The audio at audio_url is larger than the {MAX_AUDIO_BYTES // 2**20} MB limit.")
+    if declared and declared.isdigit() and int(declared) > MAX_URL_AUDIO_BYTES:
+        raise InputError(f"The audio at audio_url is larger than the {MAX_URL_AUDIO_BYTES // 2**20} MB limit.")
     body = bytearray()
     while chunk := response.read1(READ_CHUNK_BYTES):
         body += chunk
-        if len(body) > MAX_AUDIO_BYTES:
-            raise InputError(f"The audio at audio_url is larger than the {MAX_AUDIO_BYTES // 2**20} MB limit.")
+        if len(body) > MAX_URL_AUDIO_BYTES:
+            raise InputError(f"The audio at audio_url is larger than the {MAX_URL_AUDIO_BYTES // 2**20} MB limit.")
     return bytes(body)
 
 

@@ -21,6 +21,8 @@ MIN_PIECE_FRAMES = 15
 # Pieces longer than this many filterbank frames (6 s) go through CAM++ in equal blocks: bounds the memory of
 # its convolutional front end.
 BLOCK_FRAMES = 600
+# Window embeddings are computed for this many feature rows (80 s of speech) at a time.
+WINDOW_BLOCK_ROWS = 4096
 
 
 def pieces(speech: np.ndarray, changes: np.ndarray) -> list[tuple[int, int]]:
@@ -91,12 +93,19 @@ def pooled(features: np.ndarray, rows: list[np.ndarray], encoder: CamPlusPlus) -
 def window_embeddings(features: np.ndarray, half: int, encoder: CamPlusPlus) -> np.ndarray:
     """A normalised embedding for every feature row, pooled from rows [i - half, i + half]."""
     n = len(features)
-    values = features.astype(np.float64)
-    sums = np.concatenate([np.zeros((1, values.shape[1])), np.cumsum(values, axis=0)])
-    squares = np.concatenate([np.zeros((1, values.shape[1])), np.cumsum(values * values, axis=0)])
-    low, high = np.clip(np.arange(n) - half, 0, n), np.clip(np.arange(n) + half + 1, 0, n)
-    counts = (high - low)[:, None]
-    mean = (sums[high] - sums[low]) / counts
-    variance = np.maximum((squares[high] - squares[low]) / counts - mean**2, 0.0) * counts / np.maximum(counts - 1, 1)
-    statistics = np.concatenate([mean, np.sqrt(variance)], axis=1).astype(np.float32)
-    return normalized(encoder.embed_statistics(statistics))
+    embeddings = [encoder.embed_statistics(np.zeros((0, 2 * FEATURE_SIZE), dtype=np.float32))]  # for no rows
+    # In blocks of rows: the float64 running sums of an hour of speech would take gigabytes at once.
+    for start in range(0, n, WINDOW_BLOCK_ROWS):
+        stop = min(n, start + WINDOW_BLOCK_ROWS)
+        low, high = np.clip(np.arange(start, stop) - half, 0, n), np.clip(np.arange(start, stop) + half + 1, 0, n)
+        origin = int(low[0])
+        values = features[origin : high[-1]].astype(np.float64)
+        sums = np.concatenate([np.zeros((1, values.shape[1])), np.cumsum(values, axis=0)])
+        squares = np.concatenate([np.zeros((1, values.shape[1])), np.cumsum(values * values, axis=0)])
+        low, high = low - origin, high - origin
+        counts = (high - low)[:, None]
+        mean = (sums[high] - sums[low]) / counts
+        spread = np.maximum((squares[high] - squares[low]) / counts - mean**2, 0.0) * counts / np.maximum(counts - 1, 1)
+        statistics = np.concatenate([mean, np.sqrt(spread)], axis=1).astype(np.float32)
+        embeddings.append(encoder.embed_statistics(statistics))
+    return normalized(np.concatenate(embeddings))

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import soundfile
 
+from inference import voices
 from inference.campplus import FEATURE_SIZE, CamPlusPlus, fbank
 from inference.diarization import (
     FEATURES_PER_SECOND,
@@ -72,6 +73,52 @@ def test_cluster_count_bounds_override_the_threshold():
     assert len(set(cluster(distances, none_apart, threshold=0.3))) == 4
     assert len(set(cluster(distances, none_apart, threshold=0.3, max_clusters=2))) == 2
     assert len(set(cluster(distances, none_apart, threshold=5.0, min_clusters=3))) == 3
+
+
+def _naive_cluster(distance, apart, threshold, min_clusters, max_clusters):
+    """`cluster` by its definition: each step scans every pair of clusters left."""
+    members = [[i] for i in range(len(distance))]
+    distance, apart = distance.astype(np.float64).copy(), apart.copy()
+    np.fill_diagonal(distance, np.inf)
+    while len(members) > min_clusters:
+        forced = max_clusters is not None and len(members) > max_clusters
+        allowed = np.where(apart, np.inf, distance)
+        if forced and not np.isfinite(allowed).any():
+            allowed = distance
+        a, b = sorted(np.unravel_index(np.argmin(allowed), allowed.shape))
+        if not np.isfinite(allowed[a, b]) or (not forced and allowed[a, b] >= threshold):
+            break
+        sizes = len(members[a]), len(members[b])
+        distance[a] = (distance[a] * sizes[0] + distance[b] * sizes[1]) / sum(sizes)
+        distance[:, a], distance[a, a] = distance[a], np.inf
+        apart[a] |= apart[b]
+        apart[:, a] = apart[a]
+        members[a] += members.pop(b)
+        distance, apart = (np.delete(np.delete(m, b, axis=0), b, axis=1) for m in (distance, apart))
+    labels = np.empty(len(distance) and sum(map(len, members)), dtype=int)
+    for label, items in enumerate(members):
+        labels[items] = label
+    return labels
+
+
+def test_cluster_merges_as_a_scan_of_every_pair_would():
+    """The closest-pair bookkeeping changes nothing: ties, kept-apart items and count bounds included."""
+    rng = np.random.default_rng(0)
+    for trial in range(400):
+        n = int(rng.integers(1, 20))
+        points = rng.normal(size=n)
+        distance = np.abs(points[:, None] - points[None, :]) + rng.random((n, n)) * 0.3
+        distance = (distance + distance.T) / 2
+        if trial % 2:
+            distance = np.round(distance, 1)  # equally close pairs
+        apart = rng.random((n, n)) < 0.3
+        apart |= apart.T
+        threshold = float(rng.choice([0.2, 0.5, 1.0, 5.0]))
+        max_clusters = [None, int(rng.integers(1, 6))][trial % 2]
+        min_clusters = min(int(rng.integers(1, 4)), max_clusters or 3)
+        args = (distance, apart, threshold, min_clusters, max_clusters)
+
+        np.testing.assert_array_equal(cluster(*args), _naive_cluster(*args), err_msg=str(trial))
 
 
 def test_a_speaker_count_hint_lowers_the_threshold_but_never_splits_one_voice():
@@ -231,13 +278,15 @@ def campplus() -> CamPlusPlus:
     return CamPlusPlus.from_checkpoint(next(iter(weights.values())))
 
 
-def test_window_embeddings_pool_the_features_around_each_row(campplus):
+@pytest.mark.parametrize("block_rows", [4096, 7], ids=["one block", "blocks of 7 rows"])
+def test_window_embeddings_pool_the_features_around_each_row(campplus, block_rows, monkeypatch):
+    monkeypatch.setattr(voices, "WINDOW_BLOCK_ROWS", block_rows)
     features = np.random.default_rng(1).normal(size=(40, FEATURE_SIZE)).astype(np.float32)
 
     windows = window_embeddings(features, 5, campplus)
 
-    expected = pooled(features, [np.arange(max(0, i - 5), min(40, i + 6)) for i in (0, 20, 39)], campplus)
-    np.testing.assert_allclose(windows[[0, 20, 39]], expected, atol=1e-4)
+    expected = pooled(features, [np.arange(max(0, i - 5), min(40, i + 6)) for i in range(40)], campplus)
+    np.testing.assert_allclose(windows, expected, atol=1e-4)
 
 
 def test_segmentation_matches_pyannotes_torch_model_on_real_speech():

@@ -173,11 +173,13 @@ def test_diarization_finds_who_speaks(wav_bytes, truth, num_speakers):
     assert sum(sum(_overlap(s, t) for t in truth["segments"]) for s in segments) >= 0.9 * speech
 
 
-def test_decodes_stereo_flac_at_another_rate(wav_bytes, truth):
+@pytest.mark.parametrize("file_format", ["FLAC", "OGG", "MP3"])
+def test_decodes_stereo_at_another_rate_in_blocks(wav_bytes, truth, file_format, monkeypatch):
+    monkeypatch.setattr(audio, "DECODE_BLOCK_FRAMES", 4096)  # channels are mixed in many blocks
     samples, rate = soundfile.read(io.BytesIO(wav_bytes), dtype="float32")
     stereo = np.repeat(audio.resample(samples, rate, 44100)[:, None], 2, axis=1) * 0.5
     buffer = io.BytesIO()
-    soundfile.write(buffer, stereo, 44100, format="FLAC")
+    soundfile.write(buffer, stereo, 44100, format=file_format)
 
     result = run({"task": "vad", "audio_base64": base64.b64encode(buffer.getvalue()).decode()})
 
@@ -319,7 +321,7 @@ BAD_INPUTS = {
     "invalid base64": {"task": "vad", "audio_base64": "not base64 at all!"},
     "not audio": {"task": "vad", "audio_base64": _not_audio()},
     "too long": {"task": "vad", "audio_base64": _too_long_flac()},
-    "too large": {"task": "vad", "audio_base64": "A" * (audio.MAX_AUDIO_BYTES // 3 * 4 + 8)},
+    "too large": {"task": "vad", "audio_base64": "A" * (audio.MAX_BASE64_AUDIO_BYTES // 3 * 4 + 8)},
     "file url": {"task": "vad", "audio_url": "file:///etc/passwd"},
     "ftp url": {"task": "vad", "audio_url": "ftp://example.com/a.wav"},
     "local path": {"task": "vad", "audio_url": "/etc/passwd"},
@@ -362,7 +364,7 @@ def test_bad_input_is_one_sentence_error_and_worker_keeps_serving(job_input, sho
 
 
 def test_too_many_decoded_samples_are_refused(monkeypatch, short_wav_base64):
-    monkeypatch.setattr(audio, "MAX_DECODED_SAMPLES", 16000)
+    monkeypatch.setattr(audio, "MAX_DECODED_FRAMES", 16000)
 
     result = run({"task": "vad", "audio_base64": short_wav_base64})
 
@@ -381,7 +383,7 @@ def test_base64_with_line_breaks_and_data_url_prefix_is_accepted(short_wav_base6
 
 def test_oversized_download_is_refused(audio_server, monkeypatch, short_wav_base64):
     monkeypatch.setenv(fetch.ALLOW_PRIVATE_URLS_ENV, "1")
-    monkeypatch.setattr(fetch, "MAX_AUDIO_BYTES", 1000)
+    monkeypatch.setattr(fetch, "MAX_URL_AUDIO_BYTES", 1000)
 
     result = run({"task": "vad", "audio_url": audio_server("/audio.wav")})
 
