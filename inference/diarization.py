@@ -79,6 +79,9 @@ class SpeakerTurn:
 class Diarization:
     turns: list[SpeakerTurn]  # sorted by start; where people speak at once, their turns overlap
     exclusive_turns: list[SpeakerTurn]  # the same speech and speakers, one speaker at a time
+    # Each speaker's voice: CAM++ pooled over the speech where they speak alone (all of theirs if they never
+    # do), normalised; the same person in another recording gets a close one (cosine similarity).
+    embeddings: dict[str, np.ndarray]
 
 
 def chunk_starts(n_samples: int, step_frames: int = CHUNK_STEP_FRAMES) -> list[int]:
@@ -268,6 +271,17 @@ def one_at_a_time(active: np.ndarray, activity: np.ndarray) -> np.ndarray:
     return exclusive
 
 
+def speaker_embeddings(
+    active: np.ndarray, features: np.ndarray, feature_frame: np.ndarray, encoder: CamPlusPlus
+) -> np.ndarray:
+    """(speakers, 192): for each column of the (frames, speakers) activity, the features of the frames where
+    that speaker speaks alone (all of the speaker's frames, if none), pooled and normalised."""
+    speaking = active[feature_frame]
+    alone = speaking & (speaking.sum(axis=1, keepdims=True) == 1)
+    rows = [np.flatnonzero(alone[:, s] if alone[:, s].any() else speaking[:, s]) for s in range(active.shape[1])]
+    return pooled(features, rows, encoder)
+
+
 def _turns(active: np.ndarray, duration: float) -> list[tuple[float, float, int]]:
     turns = []
     for speaker in range(active.shape[1]):
@@ -306,7 +320,7 @@ def _diarize(audio, segmentation, encoder, min_speakers, max_speakers, threshold
     features, feature_frame = voice_features(audio, pieces(count > 0, changes), encoder)
     chunk_of, speaker_of = np.nonzero(local.any(axis=1))
     if not len(features) or not len(chunk_of):
-        return Diarization([], [])
+        return Diarization([], [], {})
 
     # Each unit's feature rows: those of its lone frames, or of all its frames.
     alone = local & (local.sum(axis=2, keepdims=True) == 1)
@@ -349,4 +363,9 @@ def _diarize(audio, segmentation, encoder, min_speakers, max_speakers, threshold
     def named(turns: list[tuple[float, float, int]]) -> list[SpeakerTurn]:
         return [SpeakerTurn(round(start, 3), round(end, 3), names[speaker]) for start, end, speaker in turns]
 
-    return Diarization(named(turns), named(_turns(one_at_a_time(active, activity), duration)))
+    voices = speaker_embeddings(active[:, list(names)], features, feature_frame, encoder)
+    return Diarization(
+        named(turns),
+        named(_turns(one_at_a_time(active, activity), duration)),
+        dict(zip(names.values(), voices, strict=True)),
+    )

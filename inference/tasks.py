@@ -68,8 +68,9 @@ def vad(job_input: dict) -> dict:
 def speaker_diarization(job_input: dict) -> dict:
     """Speaker turns; overlapping speech gives overlapping turns. `num_speakers` (or `min_speakers` and
     `max_speakers`) bounds the number of speakers; within the bounds, clusters of voices merge while their
-    cosine distance is under `threshold`. `exclusive`: also the turns with one speaker at a time."""
-    fields = ("num_speakers", "min_speakers", "max_speakers", "threshold", "exclusive")
+    cosine distance is under `threshold`. `exclusive`: also the turns with one speaker at a time;
+    `embeddings`: also each speaker's voice embedding (192 numbers, unit length)."""
+    fields = ("num_speakers", "min_speakers", "max_speakers", "threshold", "exclusive", "embeddings")
     reject_unknown_fields(job_input, ("task", *AUDIO_FIELDS, *fields))
     num_speakers = optional_int(job_input, "num_speakers", 1, MAX_SPEAKERS)
     min_speakers = optional_int(job_input, "min_speakers", 1, MAX_SPEAKERS)
@@ -80,6 +81,7 @@ def speaker_diarization(job_input: dict) -> dict:
         raise InputError("min_speakers must not be greater than max_speakers.")
     threshold = optional_float(job_input, "threshold", 0.0, MAX_DISTANCE_THRESHOLD, DEFAULT_DISTANCE_THRESHOLD)
     exclusive = optional_bool(job_input, "exclusive")
+    embeddings = optional_bool(job_input, "embeddings")
     source = audio_source(job_input)
     segmentation, encoder = speaker_segmentation(), speaker_embedding()
     audio = load_audio(source)
@@ -89,6 +91,8 @@ def speaker_diarization(job_input: dict) -> dict:
     result = {"num_speakers": len({turn.speaker for turn in found.turns}), "segments": _segments(found.turns)}
     if exclusive:
         result["exclusive_segments"] = _segments(found.exclusive_turns)
+    if embeddings:
+        result["embeddings"] = {name: [round(float(x), 6) for x in voice] for name, voice in found.embeddings.items()}
     return result
 
 

@@ -33,6 +33,12 @@ class Excerpt:
     def duration(self) -> float:
         return len(self.audio) / 16000
 
+    def cropped(self, start: float, end: float) -> Excerpt:
+        """Seconds [start, end) of it, the reference shifted with them."""
+        turns = [(max(s, start) - start, min(e, end) - start, who) for s, e, who in self.reference]
+        audio = self.audio[int(start * 16000) : int(end * 16000)]
+        return Excerpt(self.uri, audio, [(s, e, who) for s, e, who in turns if e > s])
+
 
 def _files(source: Path) -> dict[str, bytes]:
     """Name -> bytes of the files of a directory, or of the sdist's tests/data/."""

@@ -69,3 +69,12 @@ def overlap_floor(reference: list[Turn], scored: tuple[float, float]) -> float:
     n_ref = _activity(reference, edges)[0].sum(axis=1)
     speech = float(durations @ n_ref)
     return float(durations @ np.maximum(n_ref - 1, 0)) / speech if speech else 0.0
+
+
+def who_is(reference: list[Turn], hypothesis: list[Turn], speaker: str) -> str | None:
+    """The reference speaker who talks longest during the turns of the hypothesis's `speaker`."""
+    talked: dict[str, float] = {}
+    for start, end, _ in (turn for turn in hypothesis if turn[2] == speaker):
+        for s, e, who in reference:
+            talked[who] = talked.get(who, 0.0) + max(0.0, min(e, end) - max(s, start))
+    return max(talked, key=talked.get) if any(talked.values()) else None

@@ -354,6 +354,7 @@ BAD_INPUTS = {
     "vad threshold above 1": {"task": "vad", "audio_base64": "UklGRg==", "threshold": 1.5},
     "exclusive not a bool": {"task": "speaker_diarization", "audio_base64": "UklGRg==", "exclusive": "yes"},
     "exclusive given to vad": {"task": "vad", "audio_base64": "UklGRg==", "exclusive": True},
+    "embeddings not a bool": {"task": "speaker_diarization", "audio_base64": "UklGRg==", "embeddings": 1},
 }
 
 

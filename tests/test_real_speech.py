@@ -9,12 +9,13 @@ import base64
 import io
 import statistics
 
+import numpy as np
 import pytest
 import soundfile
 
 import handler
 from tests import ami
-from tests.der import Score, overlap_floor, score
+from tests.der import Score, overlap_floor, score, who_is
 from tests.test_handler import build_model_cache
 
 MEAN_DER_BOUND = 0.32  # measured: 0.302, with the true number of speakers too
@@ -54,9 +55,12 @@ def diarize(tmp_path_factory):
         yield run
 
 
+def _turns(result: dict) -> list[tuple[float, float, str]]:
+    return [(s["start"], s["end"], s["speaker"]) for s in result["segments"]]
+
+
 def _score(excerpt: ami.Excerpt, result: dict) -> Score:
-    turns = [(s["start"], s["end"], s["speaker"]) for s in result["segments"]]
-    return score(excerpt.reference, turns, (0.0, excerpt.duration))
+    return score(excerpt.reference, _turns(result), (0.0, excerpt.duration))
 
 
 @pytest.fixture(scope="module")
@@ -165,6 +169,20 @@ def _union(segments: list[dict]) -> list[tuple[float, float]]:
         else:
             merged.append([s["start"], s["end"]])
     return [(start, end) for start, end in merged]
+
+
+def test_a_speakers_embedding_finds_them_in_another_recording(excerpts, diarize):
+    # trn03 cut in two: MEE067 and MÉO069 take turns in the first half, MÉO069 speaks alone in the second.
+    halves = [excerpts["trn03"].cropped(0.0, 15.0), excerpts["trn03"].cropped(15.0, 30.0)]
+    first, second = (diarize(half, embeddings=True) for half in halves)
+    ((alone, voice),) = second["embeddings"].items()
+    similarity = {name: float(np.dot(mine, voice)) for name, mine in first["embeddings"].items()}
+
+    assert all(abs(np.linalg.norm(mine) - 1) < 1e-4 for mine in first["embeddings"].values())
+    assert set(similarity) == {s["speaker"] for s in first["segments"]} and len(similarity) == 2
+    same = max(similarity, key=similarity.get)
+    assert who_is(halves[0].reference, _turns(first), same) == who_is(halves[1].reference, _turns(second), alone)
+    assert similarity[same] > 0.7 and min(similarity.values()) < 0.3, similarity
 
 
 def test_speaker_bounds_are_kept(excerpts, diarize):
