@@ -79,8 +79,7 @@ class SpeakerTurn:
 class Diarization:
     turns: list[SpeakerTurn]  # sorted by start; where people speak at once, their turns overlap
     exclusive_turns: list[SpeakerTurn]  # the same speech and speakers, one speaker at a time
-    # Each speaker's voice: CAM++ pooled over the speech where they speak alone (all of theirs if they never
-    # do), normalised; the same person in another recording gets a close one (cosine similarity).
+    # Each speaker's voice (speaker_embeddings): the same person in another recording gets a close one.
     embeddings: dict[str, np.ndarray]
 
 
@@ -275,7 +274,8 @@ def speaker_embeddings(
     active: np.ndarray, features: np.ndarray, feature_frame: np.ndarray, encoder: CamPlusPlus
 ) -> np.ndarray:
     """(speakers, 192): for each column of the (frames, speakers) activity, the features of the frames where
-    that speaker speaks alone (all of the speaker's frames, if none), pooled and normalised."""
+    that speaker speaks alone (all of the speaker's frames, if none), pooled and normalised; zeros for a
+    speaker heard for so short a time that none of their frames has a feature."""
     speaking = active[feature_frame]
     alone = speaking & (speaking.sum(axis=1, keepdims=True) == 1)
     rows = [np.flatnonzero(alone[:, s] if alone[:, s].any() else speaking[:, s]) for s in range(active.shape[1])]

@@ -31,7 +31,9 @@ def optional_int(job_input: dict, field: str, low: int, high: int) -> int | None
 
 def optional_bool(job_input: dict, field: str) -> bool:
     """true or false; false when absent."""
-    value = job_input.get(field, False)
+    value = job_input.get(field)
+    if value is None:
+        return False
     if not isinstance(value, bool):
         raise InputError(f"{field} must be true or false.")
     return value
