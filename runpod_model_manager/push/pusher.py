@@ -7,8 +7,9 @@ revision whose files are still on their way.
 from __future__ import annotations
 
 import contextlib
+import queue
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 
 from runpod_model_manager.errors import ModelError, TransferError, UserError
@@ -139,6 +140,7 @@ class Pusher:
     # -- push -----------------------------------------------------------------------------------------
     def run(self, jobs: list[PushJob], progress: Reporter) -> list[PushResult]:
         owner: dict[Future, tuple[PushJob, PushObject]] = {}
+        finished: queue.SimpleQueue[Future] = queue.SimpleQueue()  # each future once, when done
         with self._uploading(progress) as (uploader, pool):
             try:
                 uploader.list_stale(self.target.prefix + "/")
@@ -155,7 +157,9 @@ class Pusher:
             def submit(job: PushJob, objects: list[tuple[PushObject, str]]) -> None:
                 job.pending = len(objects)
                 for obj, sha256 in objects:
-                    owner[pool.submit(uploader.send, obj, sha256)] = (job, obj)
+                    future = pool.submit(uploader.send, obj, sha256)
+                    owner[future] = (job, obj)
+                    future.add_done_callback(finished.put)
 
             def advance(job: PushJob) -> None:
                 """After the model's files: its announcement; after that, nothing."""
@@ -168,12 +172,13 @@ class Pusher:
                     submit(job, job.store_lacks.files)
                     advance(job)
             while owner:
-                done, _ = wait(list(owner), return_when=FIRST_COMPLETED)
-                for future in done:
-                    job, obj = owner.pop(future)
-                    self._account(job.result, obj, future)
-                    job.pending -= 1
-                    advance(job)
+                # a queue, not concurrent.futures.wait: a Ctrl-C inside wait() can leave futures' locks held, and
+                # the workers then hang; waiting on all the futures in flight each time also costs O(objects^2)
+                future = finished.get()
+                job, obj = owner.pop(future)
+                self._account(job.result, obj, future)
+                job.pending -= 1
+                advance(job)
         for job in jobs:
             if job.result.status != "failed":
                 job.result.status = "pushed" if job.result.sent_objects else "unchanged"
