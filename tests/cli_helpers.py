@@ -15,6 +15,13 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def ctrl_c_delivered() -> None:
+    """A Popen preexec_fn: the child takes SIGINT as Ctrl-C even when this process ignores it (a test run started
+    in the background by a non-interactive shell ignores SIGINT, and an ignored signal stays ignored in children:
+    Python then installs no KeyboardInterrupt handler)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_cli(env: dict[str, str], *args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, str(REPO_ROOT / "download_models.py"), *args],

@@ -32,6 +32,7 @@ from tests.cli_helpers import (
     assert_locking_as_asked,
     assert_one_line_error,
     content,
+    ctrl_c_delivered,
     kill9,
     recorded_bytes,
     run_cli,
@@ -138,6 +139,7 @@ def start_cli(env: dict[str, str], *args: str, log: Path, **kwargs) -> subproces
             stdout=out,
             stderr=subprocess.STDOUT,
             cwd=REPO_ROOT,
+            preexec_fn=ctrl_c_delivered,
             **kwargs,
         )
     _STARTED.append(proc)
