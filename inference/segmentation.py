@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .lstm import lstm_layer, lstm_weights
+from .parallel import parallel_map
 from .torch_checkpoint import load_checkpoint
 
 SAMPLE_RATE = 16000
@@ -162,16 +163,18 @@ class SpeakerSegmentation:
         """(len(starts), 589, 7) powerset log-probabilities for each frame of the 10 s chunk that starts at
         each sample offset of `starts` (multiples of 10; zeros past the audio's end)."""
         audio = np.asarray(audio, dtype=np.float32)
-        scores = []
-        for first in range(0, len(starts), BATCH_CHUNKS):
-            batch = starts[first : first + BATCH_CHUNKS]
+
+        def scored(batch: list[int]) -> np.ndarray:
             # The filter responses of the span the batch covers, computed once for its overlapping chunks.
             low = min(batch)
             responses = self._sinc_responses(_span(audio, low, max(batch) + CHUNK_SAMPLES))
             chunks = np.stack([_span(audio, start, start + CHUNK_SAMPLES) for start in batch])
-            first_block = self._first_block(responses, chunks, [(start - low) // SINC_STRIDE for start in batch])
-            scores.append(self._forward(first_block))
-        scores = np.concatenate(scores)
+            return self._forward(
+                self._first_block(responses, chunks, [(start - low) // SINC_STRIDE for start in batch])
+            )
+
+        batches = [starts[first : first + BATCH_CHUNKS] for first in range(0, len(starts), BATCH_CHUNKS)]
+        scores = np.concatenate(parallel_map(scored, batches))
         return scores - np.log(np.exp(scores).sum(axis=-1, keepdims=True))
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .campplus import FBANK_HOP, FBANK_WINDOW, FEATURE_SIZE, CamPlusPlus, fbank
+from .parallel import parallel_map
 from .segmentation import FRAME_SAMPLES, FRAME_START_SAMPLES, frame_samples, runs
 
 # Pieces shorter than this (0.25 s) join a neighbour: too short to say much about a voice.
@@ -65,8 +66,8 @@ def voice_features(
         return np.zeros((0, FEATURE_SIZE), dtype=np.float32), np.zeros(0, dtype=int)
     mean = np.concatenate([energies for *_, energies in spans]).mean(axis=0)
     features, frames = [], []
-    for start, first, end, energies in spans:
-        outputs, centres = _piece_features(encoder, energies - mean)
+    passes = parallel_map(lambda span: _piece_features(encoder, span[3] - mean), spans)
+    for (start, first, end, _), (outputs, centres) in zip(spans, passes, strict=True):
         samples = start + centres * FBANK_HOP + FBANK_WINDOW // 2
         features.append(outputs)
         frames.append(np.clip((samples - FRAME_START_SAMPLES) // FRAME_SAMPLES, first, end - 1))

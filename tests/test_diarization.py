@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile
 
-from inference import voices
+from inference import parallel, segmentation, voices
 from inference.campplus import FEATURE_SIZE, CamPlusPlus, fbank
 from inference.diarization import (
     FEATURES_PER_SECOND,
@@ -298,6 +298,22 @@ def test_segmentation_matches_pyannotes_torch_model_on_real_speech():
     log_probabilities = segmentation(samples, reference["starts"])[:, :: reference["every"]]
 
     np.testing.assert_allclose(log_probabilities, reference["log_probabilities"], atol=3e-3)
+
+
+def test_segmentation_batches_on_several_threads_give_the_same_scores(monkeypatch):
+    (weights,) = [files for spec, files in real_weights().items() if spec.source == "huggingface"]
+    model = SpeakerSegmentation.from_checkpoint(next(iter(weights.values())))
+    samples, _ = soundfile.read(DATA / "two_speakers.wav", dtype="float32")
+    starts = chunk_starts(len(samples), step_frames=20)
+    monkeypatch.setattr(segmentation, "BATCH_CHUNKS", 3)
+
+    monkeypatch.setattr(parallel, "cores", lambda: 1)
+    one_thread = model(samples, starts)
+    monkeypatch.setattr(parallel, "cores", lambda: 4)
+    threads = model(samples, starts)
+
+    assert len(starts) > 3 * parallel.MAX_THREADS
+    np.testing.assert_array_equal(threads, one_thread)
 
 
 def test_campplus_matches_3d_speakers_network_on_real_speech(campplus):
