@@ -47,7 +47,21 @@ def resample(samples: np.ndarray, source_rate: int, target_rate: int = SAMPLE_RA
     from scipy.signal import resample_poly
 
     divisor = gcd(source_rate, target_rate)
-    return resample_poly(samples, target_rate // divisor, source_rate // divisor).astype(np.float32)
+    return resample_poly(samples, target_rate // divisor, source_rate // divisor).astype(np.float32, copy=False)
+
+
+def mixed_down(sound) -> np.ndarray:
+    """The channels' mean, read block by block into one array of the length the file declares (more, where
+    that was an estimate: MP3)."""
+    mono, filled, beyond = np.empty(sound.frames, dtype=np.float32), 0, []
+    for block in sound.blocks(DECODE_BLOCK_FRAMES, dtype="float32", always_2d=True):
+        mixed = block.mean(axis=1)
+        fits = min(len(mixed), len(mono) - filled)
+        mono[filled : filled + fits] = mixed[:fits]
+        filled += fits
+        if fits < len(mixed):
+            beyond.append(mixed[fits:])
+    return np.concatenate([mono[:filled], *beyond]) if beyond else mono[:filled]
 
 
 def decode_audio(data: bytes) -> np.ndarray:
@@ -66,8 +80,7 @@ def decode_audio(data: bytes) -> np.ndarray:
                 raise InputError(
                     f"The audio has more samples than {MAX_AUDIO_SECONDS // 60} minutes at 48 kHz; downsample it."
                 )
-            blocks = sound.blocks(DECODE_BLOCK_FRAMES, dtype="float32", always_2d=True)
-            mono = np.concatenate([np.zeros(0, dtype=np.float32), *(block.mean(axis=1) for block in blocks)])
+            mono = mixed_down(sound)
             source_rate = sound.samplerate
     except RuntimeError:  # soundfile.LibsndfileError and its older equivalents
         raise InputError("The audio could not be decoded; send WAV, FLAC, OGG or MP3.") from None
@@ -75,4 +88,5 @@ def decode_audio(data: bytes) -> np.ndarray:
         raise InputError(f"The audio is shorter than {MIN_AUDIO_SECONDS} seconds.")
     if not np.all(np.isfinite(mono)):
         raise InputError("The audio contains invalid samples.")
-    return np.clip(resample(mono, source_rate), -1.0, 1.0).astype(np.float32)
+    audio = resample(mono, source_rate)
+    return np.clip(audio, -1.0, 1.0, out=audio)

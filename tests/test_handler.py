@@ -188,6 +188,22 @@ def test_decodes_stereo_at_another_rate_in_blocks(wav_bytes, truth, file_format,
         assert abs(got["start"] - want["start"]) <= TOLERANCE_SECONDS
 
 
+def test_audio_longer_than_its_file_declares_is_read_whole(monkeypatch):
+    """MP3 files may declare an estimate of their length: what is read past it is kept."""
+    monkeypatch.setattr(audio, "DECODE_BLOCK_FRAMES", 4)
+    stereo = np.arange(20, dtype=np.float32).reshape(10, 2)
+
+    class Declaring:  # a soundfile.SoundFile declaring `frames`, holding `stereo`
+        def __init__(self, frames: int):
+            self.frames = frames
+
+        def blocks(self, size: int, dtype: str, always_2d: bool):
+            return (stereo[i : i + size] for i in range(0, len(stereo), size))
+
+    for declared in (6, 10, 13):
+        np.testing.assert_array_equal(audio.mixed_down(Declaring(declared)), stereo.mean(axis=1))
+
+
 def test_vad_threshold_changes_sensitivity(short_wav_base64):
     strict = run({"task": "vad", "audio_base64": short_wav_base64, "threshold": 0.99})
     default = run({"task": "vad", "audio_base64": short_wav_base64})
