@@ -1,5 +1,5 @@
 """Independent pieces of work spread over the CPU's cores. numpy leaves the GIL in its products and loops,
-so threads scale: the segmentation of 10 minutes of audio took 10.3 s on two threads and 19.0 s on one.
+so threads scale: the segmentation of 10 minutes of audio took 10.9 s on two threads and 18.7 s on one.
 Each piece still runs its products on one BLAS thread (see diarization.diarize)."""
 
 from __future__ import annotations
