@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TypeVar
 
 # Each thread holds the intermediates of its piece (a batch of segmentation chunks: about 0.4 GB).
@@ -16,9 +17,34 @@ Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 
+# A container's CPU quota, which its affinity does not show: cgroup v2's "QUOTA PERIOD" (or "max PERIOD"), then
+# cgroup v1's two files.
+CGROUP_V2_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+CGROUP_V1_QUOTA = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
+CGROUP_V1_PERIOD = Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
+
+
 def cores() -> int:
-    """The cores this process may run on (its CPU affinity, where the system has one)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    """The cores this process may use: its CPU affinity, where the system has one, within its CPU quota."""
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = _quota_cores()
+    return min(available, quota) if quota else available
+
+
+def _quota_cores() -> int | None:
+    """The cores a CFS quota allows (a fraction rounds up), or None without a quota."""
+    try:
+        quota, period = CGROUP_V2_CPU_MAX.read_text().split()[:2]
+    except (OSError, ValueError):
+        try:
+            quota, period = CGROUP_V1_QUOTA.read_text(), CGROUP_V1_PERIOD.read_text()
+        except OSError:
+            return None
+    try:
+        quota_us, period_us = int(quota), int(period)
+    except ValueError:  # "max": no quota
+        return None
+    return -(-quota_us // period_us) if quota_us > 0 and period_us > 0 else None
 
 
 def parallel_map(function: Callable[[Item], Result], items: Sequence[Item]) -> list[Result]:

@@ -316,6 +316,29 @@ def test_segmentation_batches_on_several_threads_give_the_same_scores(monkeypatc
     np.testing.assert_array_equal(threads, one_thread)
 
 
+@pytest.mark.parametrize(
+    ("cpu_max", "cfs", "expected"),
+    [
+        ("150000 100000\n", None, 2),  # a quota of 1.5 CPUs: two threads
+        ("max 100000\n", ("50000\n", "100000\n"), 8),  # cgroup v2 without a quota
+        (None, ("50000\n", "100000\n"), 1),  # cgroup v1
+        (None, ("-1\n", "100000\n"), 8),
+        ("not a quota", None, 8),
+        (None, None, 8),
+    ],
+)
+def test_threads_stay_within_a_containers_cpu_quota(tmp_path, monkeypatch, cpu_max, cfs, expected):
+    monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
+    files = {"CGROUP_V2_CPU_MAX": cpu_max, "CGROUP_V1_QUOTA": cfs and cfs[0], "CGROUP_V1_PERIOD": cfs and cfs[1]}
+    for name, text in files.items():
+        path = tmp_path / name
+        if text is not None:
+            path.write_text(text)
+        monkeypatch.setattr(parallel, name, path)
+
+    assert parallel.cores() == expected
+
+
 def test_campplus_matches_3d_speakers_network_on_real_speech(campplus):
     reference = json.loads((DATA / "campplus_reference.json").read_text())
     samples, rate = soundfile.read(DATA / "two_speakers.wav", dtype="float32")
