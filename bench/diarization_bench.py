@@ -33,7 +33,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from tests.ami import FETCH_COMMAND, SDIST, SUBSETS, Excerpt, load_excerpts  # noqa: E402
-from tests.der import overlap_floor, score, who_is  # noqa: E402
+from tests.der import overlap_floor, score, turns_of, who_is  # noqa: E402
 
 
 def _wav_base64(excerpt: Excerpt) -> str:
@@ -67,13 +67,13 @@ def evaluate(excerpt: Excerpt, repeat: int) -> dict:
     for mode, hint in (("estimated", {}), ("given", {"num_speakers": speakers})):
         job = {"task": "speaker_diarization", "audio_base64": audio, "exclusive": True, **hint}
         result, seconds, cpu = _timed(job, repeat)
-        errors = score(excerpt.reference, _turns(result["segments"]), region)
+        errors = score(excerpt.reference, turns_of(result["segments"]), region)
         row[mode] = {
             "der": errors.der,
             "missed": errors.missed / errors.speech,
             "false_alarm": errors.false_alarm / errors.speech,
             "confusion": errors.confusion / errors.speech,
-            "exclusive_der": score(excerpt.reference, _turns(result["exclusive_segments"]), region).der,
+            "exclusive_der": score(excerpt.reference, turns_of(result["exclusive_segments"]), region).der,
             "found": result["num_speakers"],
             "seconds": seconds,
             "cpu_seconds": cpu,
@@ -98,7 +98,7 @@ def voice_similarities(excerpt: Excerpt) -> dict[str, list[float]]:
     for half in halves:
         job = {"task": "speaker_diarization", "audio_base64": _wav_base64(half), "embeddings": True}
         result, _, _ = _timed(job)
-        turns = _turns(result["segments"])
+        turns = turns_of(result["segments"])
         found.append([(who_is(half.reference, turns, name), voice) for name, voice in result["embeddings"].items()])
     pairs: dict[str, list[float]] = {"same": [], "different": []}
     for first, voice in found[0]:
@@ -107,10 +107,6 @@ def voice_similarities(excerpt: Excerpt) -> dict[str, list[float]]:
                 similarity = sum(a * b for a, b in zip(voice, other, strict=True))
                 pairs["same" if first == second else "different"].append(similarity)
     return pairs
-
-
-def _turns(segments: list[dict]) -> list[tuple[float, float, str]]:
-    return [(s["start"], s["end"], s["speaker"]) for s in segments]
 
 
 def _percent(value: float) -> str:

@@ -144,14 +144,15 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
 
 
 def _read_body(response: http.client.HTTPResponse) -> bytes:
+    too_large = f"The audio at audio_url is larger than the {MAX_URL_AUDIO_BYTES // 2**20} MB limit."
     declared = response.getheader("Content-Length")
     if declared and declared.isdigit() and int(declared) > MAX_URL_AUDIO_BYTES:
-        raise InputError(f"The audio at audio_url is larger than the {MAX_URL_AUDIO_BYTES // 2**20} MB limit.")
+        raise InputError(too_large)
     body = bytearray()
     while chunk := response.read1(READ_CHUNK_BYTES):
         body += chunk
         if len(body) > MAX_URL_AUDIO_BYTES:
-            raise InputError(f"The audio at audio_url is larger than the {MAX_URL_AUDIO_BYTES // 2**20} MB limit.")
+            raise InputError(too_large)
     return bytes(body)
 
 

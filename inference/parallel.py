@@ -10,13 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-# Each thread holds the intermediates of its piece (a batch of segmentation chunks: about 0.4 GB).
-MAX_THREADS = 4
-
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
-
+# Each thread holds the intermediates of its piece (a batch of segmentation chunks: about 0.4 GB).
+MAX_THREADS = 4
 # A container's CPU quota, which its affinity does not show: cgroup v2's "QUOTA PERIOD" (or "max PERIOD"), then
 # cgroup v1's two files.
 CGROUP_V2_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")

@@ -88,7 +88,5 @@ def load_excerpts(source: Path = SDIST, subset: str = "train") -> list[Excerpt]:
             if rate != 16000 or samples.ndim != 1:
                 raise ValueError(f"{uri}.wav is not 16 kHz mono")
             start, end = regions.get(uri, (0.0, len(samples) / rate))
-            audio = samples[int(start * rate) : int(end * rate)]
-            shifted = [(max(s, start) - start, min(e, end) - start, who) for s, e, who in reference if e > start]
-            excerpts.append(Excerpt(uri, audio, [(s, e, who) for s, e, who in shifted if e > s]))
+            excerpts.append(Excerpt(uri, samples, reference).cropped(start, end))
     return excerpts

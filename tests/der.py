@@ -78,3 +78,15 @@ def who_is(reference: list[Turn], hypothesis: list[Turn], speaker: str) -> str |
         for s, e, who in reference:
             talked[who] = talked.get(who, 0.0) + max(0.0, min(e, end) - max(s, start))
     return max(talked, key=talked.get) if any(talked.values()) else None
+
+
+def turns_of(segments: list[dict]) -> list[Turn]:
+    """The handler's segments ({"start", "end", "speaker"}) as turns."""
+    return [(s["start"], s["end"], s["speaker"]) for s in segments]
+
+
+def speech_seconds(turns: list[Turn], scored: tuple[float, float]) -> float:
+    """Seconds of the `scored` region in which anyone speaks."""
+    turns = _cropped(turns, *scored)
+    edges = np.unique([*scored, *(t for s, e, _ in turns for t in (s, e))])
+    return float(np.diff(edges) @ _activity(turns, edges)[0].any(axis=1))

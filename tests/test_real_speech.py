@@ -15,7 +15,7 @@ import soundfile
 
 import handler
 from tests import ami
-from tests.der import Score, overlap_floor, score, who_is
+from tests.der import Score, overlap_floor, score, speech_seconds, turns_of, who_is
 from tests.test_handler import build_model_cache
 
 MEAN_DER_BOUND = 0.32  # measured: 0.302, with the true number of speakers too
@@ -55,12 +55,8 @@ def diarize(tmp_path_factory):
         yield run
 
 
-def _turns(result: dict) -> list[tuple[float, float, str]]:
-    return [(s["start"], s["end"], s["speaker"]) for s in result["segments"]]
-
-
 def _score(excerpt: ami.Excerpt, result: dict) -> Score:
-    return score(excerpt.reference, _turns(result), (0.0, excerpt.duration))
+    return score(excerpt.reference, turns_of(result["segments"]), (0.0, excerpt.duration))
 
 
 @pytest.fixture(scope="module")
@@ -155,20 +151,10 @@ def test_exclusive_turns_are_the_same_speech_and_speakers_one_at_a_time(excerpts
             s["speaker"] == turn["speaker"] and s["start"] <= turn["start"] and turn["end"] <= s["end"]
             for s in result["segments"]
         ), turn
-    speech = sum(end - start for start, end in _union(result["segments"]))
+    speech = speech_seconds(turns_of(result["segments"]), (0.0, excerpt.duration))
     assert abs(sum(t["end"] - t["start"] for t in exclusive) - speech) < 0.01
     exclusive_der = _score(excerpt, {"segments": exclusive}).der
     assert overlap_floor(excerpt.reference, (0.0, excerpt.duration)) <= exclusive_der <= TRN09_EXCLUSIVE_DER_BOUND
-
-
-def _union(segments: list[dict]) -> list[tuple[float, float]]:
-    merged: list[list[float]] = []
-    for s in sorted(segments, key=lambda s: s["start"]):
-        if merged and s["start"] <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], s["end"])
-        else:
-            merged.append([s["start"], s["end"]])
-    return [(start, end) for start, end in merged]
 
 
 def test_a_speakers_embedding_finds_them_in_another_recording(excerpts, diarize):
@@ -181,7 +167,9 @@ def test_a_speakers_embedding_finds_them_in_another_recording(excerpts, diarize)
     assert all(abs(np.linalg.norm(mine) - 1) < 1e-4 for mine in first["embeddings"].values())
     assert set(similarity) == {s["speaker"] for s in first["segments"]} and len(similarity) == 2
     same = max(similarity, key=similarity.get)
-    assert who_is(halves[0].reference, _turns(first), same) == who_is(halves[1].reference, _turns(second), alone)
+    assert who_is(halves[0].reference, turns_of(first["segments"]), same) == who_is(
+        halves[1].reference, turns_of(second["segments"]), alone
+    )
     assert similarity[same] > 0.7 and min(similarity.values()) < 0.3, similarity
 
 

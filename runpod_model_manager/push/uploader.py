@@ -94,7 +94,6 @@ class Uploader:
         self.records = Path(state_dir) / "push"
         self.cache_root = cache_root
         self.stale: dict[str, list[str]] = {}  # key -> multipart uploads in progress when the run started
-        self._stop = store.stopping
         self._parts = ThreadPoolExecutor(settings.connections, thread_name_prefix="push-part")
         self._hashers = ThreadPoolExecutor(settings.workers, thread_name_prefix="push-hash")
 
@@ -163,7 +162,7 @@ class Uploader:
             if self._same(remote, obj, sha256):
                 return ""
             if check + 1 < self.settings.verify_checks:
-                self._stop.wait(wait)
+                self.store.stopping.wait(wait)
                 wait *= 2
         if remote is None:
             return "the store accepted it, but HeadObject does not show it"
@@ -239,7 +238,7 @@ class Uploader:
         return etags
 
     def _send_part(self, obj: PushObject, upload_id: str, fd: int, part: Part, cancel: threading.Event) -> str:
-        if cancel.is_set() or self._stop.is_set():
+        if cancel.is_set() or self.store.stopping.is_set():
             raise _Cancelled()
         etag = self.store.upload_part(
             obj.key, upload_id, part.number, FileRange(fd, part.offset, part.length), part.length
@@ -307,7 +306,7 @@ class Uploader:
                 self.progress.note(f"{key}: could not abort an old multipart upload ({exc})")
 
     def _pause(self, attempt: int) -> None:
-        if self._stop.wait(self.settings.verify_wait * 2**attempt):
+        if self.store.stopping.wait(self.settings.verify_wait * 2**attempt):
             raise Stopped()
 
 
