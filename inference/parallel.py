@@ -45,9 +45,14 @@ def _quota_cores() -> int | None:
     return -(-quota_us // period_us) if quota_us > 0 and period_us > 0 else None
 
 
+def threads() -> int:
+    """How many threads parallel_map runs at most."""
+    return min(MAX_THREADS, cores())
+
+
 def parallel_map(function: Callable[[Item], Result], items: Sequence[Item]) -> list[Result]:
-    """[function(item) for item in items], on up to MAX_THREADS threads (no thread for a single item)."""
-    workers = min(MAX_THREADS, cores(), len(items))
+    """[function(item) for item in items], on up to threads() threads (no thread for a single item)."""
+    workers = min(threads(), len(items))
     if workers <= 1:
         return [function(item) for item in items]
     with ThreadPoolExecutor(workers, thread_name_prefix="inference") as pool:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .lstm import lstm_layer, lstm_weights
-from .parallel import parallel_map
+from .parallel import parallel_map, threads
 from .torch_checkpoint import load_checkpoint
 
 SAMPLE_RATE = 16000
@@ -173,7 +173,9 @@ class SpeakerSegmentation:
                 self._first_block(responses, chunks, [(start - low) // SINC_STRIDE for start in batch])
             )
 
-        batches = [starts[first : first + BATCH_CHUNKS] for first in range(0, len(starts), BATCH_CHUNKS)]
+        # As many batches as there are threads to run them, so that a short request uses every core too.
+        size = min(BATCH_CHUNKS, -(-len(starts) // threads()))
+        batches = [starts[first : first + size] for first in range(0, len(starts), size)]
         scores = np.concatenate(parallel_map(scored, batches))
         return scores - np.log(np.exp(scores).sum(axis=-1, keepdims=True))
 

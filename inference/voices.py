@@ -40,16 +40,12 @@ def pieces(speech: np.ndarray, changes: np.ndarray) -> list[tuple[int, int]]:
     return joined
 
 
-def _piece_features(encoder: CamPlusPlus, energies: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """CAM++ frame features of one piece's filterbank energies, and the filterbank frame each is centred on."""
+def _blocks(energies: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """A piece's filterbank energies in blocks of about BLOCK_FRAMES (lengths differing by one at most), each
+    with its first frame."""
     n_blocks = max(1, round(len(energies) / BLOCK_FRAMES))
-    length = -(-len(energies) // n_blocks)
-    # Equal blocks, the last one padded: a batch needs one length.
-    blocks = np.pad(energies, ((0, n_blocks * length - len(energies)), (0, 0)), mode="edge")
-    outputs = encoder.frame_features(blocks.reshape(n_blocks, length, -1)).reshape(-1, FEATURE_SIZE)
-    centres = (np.arange(n_blocks)[:, None] * length + 2 * np.arange((length + 1) // 2)[None, :]).ravel()
-    kept = centres < len(energies)
-    return outputs[kept], centres[kept]
+    bounds = np.linspace(0, len(energies), n_blocks + 1).astype(int)
+    return [(int(low), energies[low:high]) for low, high in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def voice_features(
@@ -65,11 +61,15 @@ def voice_features(
     if not spans:
         return np.zeros((0, FEATURE_SIZE), dtype=np.float32), np.zeros(0, dtype=int)
     mean = np.concatenate([energies for *_, energies in spans]).mean(axis=0)
-    features, frames = [], []
-    passes = parallel_map(lambda span: _piece_features(encoder, span[3] - mean), spans)
-    for (start, first, end, _), (outputs, centres) in zip(spans, passes, strict=True):
-        samples = start + centres * FBANK_HOP + FBANK_WINDOW // 2
-        features.append(outputs)
+    blocks = [
+        (start, first, end, low, block) for start, first, end, energies in spans for low, block in _blocks(energies)
+    ]
+    # Block by block, so that one long piece is spread over the cores too.
+    features = parallel_map(lambda block: encoder.frame_features((block[-1] - mean)[None])[0], blocks)
+    frames = []
+    for start, first, end, low, block in blocks:
+        # CAM++'s output t is centred on filterbank frame 2 t of its input.
+        samples = start + (low + 2 * np.arange((len(block) + 1) // 2)) * FBANK_HOP + FBANK_WINDOW // 2
         frames.append(np.clip((samples - FRAME_START_SAMPLES) // FRAME_SAMPLES, first, end - 1))
     return np.concatenate(features), np.concatenate(frames)
 

@@ -4,6 +4,7 @@ numpy ports of the two models against their own torch networks."""
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -314,6 +315,44 @@ def test_segmentation_batches_on_several_threads_give_the_same_scores(monkeypatc
 
     assert len(starts) > 3 * parallel.MAX_THREADS
     np.testing.assert_array_equal(threads, one_thread)
+
+
+def _threads_running(monkeypatch, owner: object, name: str) -> set[str]:
+    """The names of the threads that will run owner.<name>, which still does its work."""
+    seen: set[str] = set()
+    original = getattr(owner, name)
+
+    def recorded(*args, **kwargs):
+        seen.add(threading.current_thread().name)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, recorded)
+    return seen
+
+
+def test_a_thirty_second_request_is_segmented_on_every_core(monkeypatch):
+    (weights,) = [files for spec, files in real_weights().items() if spec.source == "huggingface"]
+    model = SpeakerSegmentation.from_checkpoint(next(iter(weights.values())))
+    samples, _ = soundfile.read(DATA / "two_speakers.wav", dtype="float32")
+    monkeypatch.setattr(parallel, "cores", lambda: 2)
+    seen = _threads_running(monkeypatch, model, "_forward")
+
+    model(samples[: 30 * SAMPLE_RATE], chunk_starts(30 * SAMPLE_RATE))
+
+    assert len(seen) == 2
+
+
+def test_one_long_stretch_of_speech_is_encoded_on_every_core(campplus, monkeypatch):
+    samples, _ = soundfile.read(DATA / "two_speakers.wav", dtype="float32")
+    n_frames = 20 * SAMPLE_RATE // FRAME_SAMPLES
+    monkeypatch.setattr(parallel, "cores", lambda: 2)
+    seen = _threads_running(monkeypatch, campplus, "frame_features")
+
+    features, frames = voices.voice_features(samples, [(0, n_frames)], campplus)
+
+    assert len(seen) == 2
+    assert len(features) == len(frames) == pytest.approx(20 * FEATURES_PER_SECOND, abs=2)
+    assert (np.diff(frames) > 0).all() and frames[0] == 0 and frames[-1] >= n_frames - 2
 
 
 @pytest.mark.parametrize(
