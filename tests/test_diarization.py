@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile
 
+from inference import campplus as campplus_module
 from inference import parallel, segmentation, voices
 from inference.campplus import FEATURE_SIZE, CamPlusPlus, fbank
 from inference.diarization import (
@@ -378,7 +379,9 @@ def test_threads_stay_within_a_containers_cpu_quota(tmp_path, monkeypatch, cpu_m
     assert parallel.cores() == expected
 
 
-def test_campplus_matches_3d_speakers_network_on_real_speech(campplus):
+@pytest.mark.parametrize("conv_rows", [campplus_module.CONV_BLOCK_ROWS, 1], ids=["bands in blocks", "band by band"])
+def test_campplus_matches_3d_speakers_network_on_real_speech(campplus, conv_rows, monkeypatch):
+    monkeypatch.setattr(campplus_module, "CONV_BLOCK_ROWS", conv_rows)
     reference = json.loads((DATA / "campplus_reference.json").read_text())
     samples, rate = soundfile.read(DATA / "two_speakers.wav", dtype="float32")
     features = fbank(samples[: reference["seconds"] * rate])
