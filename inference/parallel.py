@@ -10,6 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from . import progress
+
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
@@ -50,10 +52,18 @@ def threads() -> int:
     return min(MAX_THREADS, cores())
 
 
-def parallel_map(function: Callable[[Item], Result], items: Sequence[Item]) -> list[Result]:
-    """[function(item) for item in items], on up to threads() threads (no thread for a single item)."""
+def parallel_map(function: Callable[[Item], Result], items: Sequence[Item], stage: str) -> list[Result]:
+    """[function(item) for item in items], on up to threads() threads (no thread for a single item); each
+    result counts as one piece of `stage` done (inference.progress)."""
     workers = min(threads(), len(items))
     if workers <= 1:
-        return [function(item) for item in items]
+        results = (function(item) for item in items)
+        return [_counted(result, index, stage, len(items)) for index, result in enumerate(results)]
     with ThreadPoolExecutor(workers, thread_name_prefix="inference") as pool:
-        return list(pool.map(function, items))
+        results = pool.map(function, items)
+        return [_counted(result, index, stage, len(items)) for index, result in enumerate(results)]
+
+
+def _counted(result: Result, index: int, stage: str, total: int) -> Result:
+    progress.done(stage, index + 1, total)
+    return result

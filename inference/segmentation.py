@@ -176,7 +176,7 @@ class SpeakerSegmentation:
         # As many batches as there are threads to run them, so that a short request uses every core too.
         size = min(BATCH_CHUNKS, -(-len(starts) // threads()))
         batches = [starts[first : first + size] for first in range(0, len(starts), size)]
-        scores = np.concatenate(parallel_map(scored, batches))
+        scores = np.concatenate(parallel_map(scored, batches, "segmentation"))
         return scores - np.log(np.exp(scores).sum(axis=-1, keepdims=True))
 
 

@@ -65,7 +65,7 @@ def voice_features(
         (start, first, end, low, block) for start, first, end, energies in spans for low, block in _blocks(energies)
     ]
     # Block by block, so that one long piece is spread over the cores too.
-    features = parallel_map(lambda block: encoder.frame_features((block[-1] - mean)[None])[0], blocks)
+    features = parallel_map(lambda block: encoder.frame_features((block[-1] - mean)[None])[0], blocks, "voices")
     frames = []
     for start, first, end, low, block in blocks:
         # CAM++'s output t is centred on filterbank frame 2 t of its input.

@@ -35,6 +35,10 @@ one-line error naming the variable (`inf`, `nan`, `1e309` and a zero timeout are
                               file then)
     RPMM_PUSH_VERIFY_WAIT     seconds before HeadObject asks again for an object it does not    1        0-3600
                               show yet; doubled
+
+  handler.py (a RunPod Serverless worker):
+    RPMM_PROGRESS_INTERVAL    seconds between two progress updates of a request (the first one  10       0-3600
+                              after that long), which RunPod's /status shows while it runs
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ RANGES: dict[str, tuple[float, type, float, float]] = {
     "RPMM_PUSH_READ_TIMEOUT": (120.0, float, 0.01, 86400),
     "RPMM_PUSH_COMPLETE_TIMEOUT": (3600.0, float, 0.01, 86400),
     "RPMM_PUSH_VERIFY_WAIT": (1.0, float, 0, 3600),
+    "RPMM_PROGRESS_INTERVAL": (10.0, float, 0, 3600),
 }
 
 

@@ -9,9 +9,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -36,11 +38,15 @@ def _post(url: str, payload: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def api_url(tmp_path_factory) -> Iterator[str]:
+def model_cache(tmp_path_factory) -> Path:
+    return build_model_cache(tmp_path_factory.mktemp("handler-api-models"))
+
+
+@pytest.fixture(scope="module")
+def api_url(tmp_path_factory, model_cache) -> Iterator[str]:
     root = tmp_path_factory.mktemp("handler-api")
-    cache = build_model_cache(root)
     port = _free_port()
-    env = {**os.environ, "MODEL_CACHE_DIR": str(cache), "HF_HUB_OFFLINE": "1", "UVICORN_LOG_LEVEL": "warning"}
+    env = {**os.environ, "MODEL_CACHE_DIR": str(model_cache), "HF_HUB_OFFLINE": "1", "UVICORN_LOG_LEVEL": "warning"}
     command = [sys.executable, "handler.py", "--rp_serve_api", "--rp_api_host", "127.0.0.1", "--rp_api_port", str(port)]
     log_path = root / "worker.log"
     with log_path.open("wb") as log:
@@ -101,3 +107,76 @@ def test_runsync_bad_input_fails_and_worker_keeps_serving(api_url):
     assert failed["status"] == "FAILED"
     assert failed["error"] == "audio_base64 is not valid base64."
     assert served["status"] == "COMPLETED" and served["output"]["segments"], served
+
+
+class _RunPodResults(BaseHTTPRequestHandler):
+    """Where a RunPod worker sends results and progress updates (RUNPOD_WEBHOOK_POST_OUTPUT): keeps them."""
+
+    received: list[tuple[str, dict]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.received.append((self.path, json.loads(body)))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+# One job through handler.handler as RunPod's worker loop calls it; then the SDK's progress threads finish.
+ONE_JOB = """
+import json, sys, threading
+import handler
+result = handler.handler({"id": "job-7", "input": json.load(sys.stdin)})
+for thread in threading.enumerate():
+    if "_thread_target" in thread.name:  # runpod.serverless.progress_update's (the SDK keeps one thread running)
+        thread.join(timeout=30)
+print(json.dumps(result))
+"""
+
+
+@pytest.mark.parametrize("interval", ["0", "3600", "soon"])
+def test_on_runpod_a_request_reports_its_progress_every_interval(model_cache, interval):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _RunPodResults)
+    _RunPodResults.received = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env = {
+        **os.environ,
+        "MODEL_CACHE_DIR": str(model_cache),
+        "HF_HUB_OFFLINE": "1",
+        "RUNPOD_WEBHOOK_POST_OUTPUT": f"http://127.0.0.1:{server.server_port}/output?job=$ID",
+        "RPMM_PROGRESS_INTERVAL": interval,
+    }
+    audio = base64.b64encode((DATA / "two_speakers.wav").read_bytes()).decode()
+    job_input = json.dumps({"task": "speaker_diarization", "audio_base64": audio})
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", ONE_JOB],
+            input=job_input.encode(),
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            timeout=120,
+        )
+    finally:
+        server.shutdown()
+    assert done.returncode == 0, done.stderr.decode()
+    result = json.loads(done.stdout.decode().splitlines()[-1])
+    updates = _RunPodResults.received
+
+    if interval == "soon":
+        assert result == {"error": "RPMM_PROGRESS_INTERVAL must be a number from 0 to 3600, got 'soon'."}
+        assert updates == []
+    elif interval == "3600":  # the request ends long before the first update is due
+        assert result["num_speakers"] == 2 and updates == []
+    else:
+        assert result["num_speakers"] == 2
+        assert {path for path, _ in updates} == {"/output?job=job-7&isStream=false"}
+        assert all(update["status"] == "IN_PROGRESS" for _, update in updates)
+        # Every piece of both stages, once each (the SDK posts each update from a thread of its own: in any order).
+        pieces = sorted((u["output"]["stage"], u["output"]["done"], u["output"]["total"]) for _, u in updates)
+        totals = {stage: total for stage, _, total in pieces}
+        assert set(totals) == {"segmentation", "voices"}
+        assert pieces == sorted((stage, done, total) for stage, total in totals.items() for done in range(1, total + 1))
