@@ -12,8 +12,9 @@
 5. clustering: units alone for long enough are grouped by average-linkage agglomeration on cosine distance
    (two units of one chunk never together); every unit then goes to the most similar speaker, the units of
    one chunk to different speakers;
-6. reconstruction: each speaker's activity averaged over the chunks; each frame keeps its `count` most
-   active speakers, so overlapping speech yields overlapping turns; speech under 0.3 s is dropped;
+6. reconstruction: each speaker's activity (the probability that it speaks) averaged over the chunks; each
+   frame keeps its `count` most active speakers, so overlapping speech yields overlapping turns; speech
+   under 0.3 s is dropped;
 7. two voices in one speaker: the segmentation model sometimes follows two people as one local speaker in
    every chunk, and then no clustering can part them. The lone speech of the speaker who speaks most is
    split into two groups of 1 s windows (2-means on their embeddings); when the groups' voices are as far
@@ -40,6 +41,7 @@ from .segmentation import (
     frame_seconds,
     local_speakers,
     runs,
+    speaker_probabilities,
 )
 from .voices import normalized, pieces, pooled, voice_features, window_embeddings
 
@@ -282,6 +284,27 @@ def speaker_embeddings(
     return pooled(features, rows, encoder)
 
 
+def speaker_activity(
+    probabilities: np.ndarray, units, offsets: list[int], n_frames: int, n_speakers: int
+) -> np.ndarray:
+    """(n_frames, n_speakers): for each speaker, the probability that it speaks (from the (chunks, frames, 3)
+    `probabilities` of the local speakers that are its units: (chunk, local speaker, speaker or -1)), averaged
+    over the chunks. The probabilities rather than the chunks' decisions: they also rank two speakers that
+    both speak."""
+    frames = probabilities.shape[1]
+    activity = np.zeros((n_frames, n_speakers))
+    for c, k, s in units:
+        if s >= 0:
+            activity[offsets[c] : offsets[c] + frames, s] += probabilities[c, :, k]
+    return activity / coverage(offsets, frames, n_frames)[:, None]
+
+
+def most_active(activity: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """(frames, speakers) booleans: in each frame, its `count` most active speakers (of equal ones, the first)."""
+    ranks = np.argsort(np.argsort(-activity, axis=1, kind="stable"), axis=1)
+    return (ranks < count[:, None]) & (activity > 0)
+
+
 def _turns(active: np.ndarray, duration: float) -> list[tuple[float, float, int]]:
     turns = []
     for speaker in range(active.shape[1]):
@@ -310,7 +333,8 @@ def diarize(
 
 def _diarize(audio, segmentation, encoder, min_speakers, max_speakers, threshold) -> Diarization:
     starts = chunk_starts(len(audio))
-    local = local_speakers(segmentation(audio, starts), SPEECH_BIAS, OVERLAP_BIAS)  # (chunks, frames, 3)
+    scores = segmentation(audio, starts)
+    local = local_speakers(scores, SPEECH_BIAS, OVERLAP_BIAS)  # (chunks, frames, 3)
     offsets = [start // FRAME_SAMPLES for start in starts]
     frames = local.shape[1]
     n_frames = offsets[-1] + frames
@@ -342,14 +366,9 @@ def _diarize(audio, segmentation, encoder, min_speakers, max_speakers, threshold
     centroids = normalized(np.stack([embeddings[clustered][labels == s].mean(axis=0) for s in range(labels.max() + 1)]))
     speakers = _assign(embeddings @ centroids.T, chunk_of)
 
-    # Each speaker's activity averaged over the chunks (a chunk's units are on different speakers).
-    activity = np.zeros((n_frames, len(centroids)))
-    for c, k, s in zip(chunk_of, speaker_of, speakers, strict=True):
-        if s >= 0:
-            activity[offsets[c] : offsets[c] + frames, s] += local[c, :, k]
-    activity /= coverage(offsets, frames, n_frames)[:, None]
-    ranks = np.argsort(np.argsort(-activity, axis=1, kind="stable"), axis=1)
-    active = (ranks < count[:, None]) & (activity > 0)
+    units = zip(chunk_of, speaker_of, speakers, strict=True)
+    activity = speaker_activity(speaker_probabilities(scores), units, offsets, n_frames, len(centroids))
+    active = most_active(activity, count)
     windows = window_embeddings(features, SPLIT_WINDOW_HALF, encoder)
     active = without_short_speech(split_voices(active, windows, feature_frame, threshold, max_speakers))
 

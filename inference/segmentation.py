@@ -194,3 +194,9 @@ def local_speakers(log_probabilities: np.ndarray, speech_bias: float = 0.0, over
     biased[..., 0] -= speech_bias
     biased[..., POWERSET.sum(axis=1) == 2] += overlap_bias
     return POWERSET[np.argmax(biased, axis=-1)]
+
+
+def speaker_probabilities(log_probabilities: np.ndarray) -> np.ndarray:
+    """(..., 7) powerset log-probabilities -> (..., 3) float32: the probability that each local speaker speaks
+    (the sum over the classes that include it)."""
+    return np.exp(log_probabilities) @ POWERSET.astype(np.float32)

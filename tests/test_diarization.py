@@ -23,7 +23,9 @@ from inference.diarization import (
     chunk_starts,
     cluster,
     cluster_with_hint,
+    most_active,
     one_at_a_time,
+    speaker_activity,
     speaker_changes,
     split_voices,
     without_short_speech,
@@ -262,6 +264,21 @@ def test_one_voice_is_not_split_nor_a_voice_heard_too_briefly_nor_past_max_speak
     assert split_voices(*brief, threshold=0.5, max_speakers=None).shape[1] == 1
     assert split_voices(*two_voices, threshold=0.5, max_speakers=1).shape[1] == 1
     assert split_voices(*two_voices, threshold=0.9, max_speakers=None).shape[1] == 1
+
+
+def test_where_two_speakers_speak_in_every_chunk_the_more_probable_one_is_kept_for_one_voice():
+    # Two chunks of 4 frames, offset by 2; in each, local speaker 0 is speaker 1 and local speaker 1 speaker 0.
+    # Both speak in every frame (the chunks' decisions tie), speaker 1 with the higher probability.
+    probabilities = np.zeros((2, 4, 3))
+    probabilities[:, :, 0], probabilities[:, :, 1] = 0.9, 0.6
+    units = [(0, 0, 1), (0, 1, 0), (1, 0, 1), (1, 1, 0), (1, 2, -1)]
+
+    activity = speaker_activity(probabilities, units, [0, 2], 6, 2)
+
+    np.testing.assert_allclose(activity, [[0.6, 0.9]] * 6)
+    one_voice = most_active(activity, np.ones(6, dtype=int))
+    assert one_voice.tolist() == [[False, True]] * 6
+    assert most_active(activity, np.full(6, 2)).all()
 
 
 def test_one_at_a_time_keeps_the_most_active_speaker_of_each_frame():
