@@ -5,7 +5,7 @@ Each piece still runs its products on one BLAS thread (see diarization.diarize).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -57,13 +57,14 @@ def parallel_map(function: Callable[[Item], Result], items: Sequence[Item], stag
     result counts as one piece of `stage` done (inference.progress)."""
     workers = min(threads(), len(items))
     if workers <= 1:
-        results = (function(item) for item in items)
-        return [_counted(result, index, stage, len(items)) for index, result in enumerate(results)]
+        return _counted(map(function, items), stage, len(items))
     with ThreadPoolExecutor(workers, thread_name_prefix="inference") as pool:
-        results = pool.map(function, items)
-        return [_counted(result, index, stage, len(items)) for index, result in enumerate(results)]
+        return _counted(pool.map(function, items), stage, len(items))
 
 
-def _counted(result: Result, index: int, stage: str, total: int) -> Result:
-    progress.done(stage, index + 1, total)
-    return result
+def _counted(results: Iterator[Result], stage: str, total: int) -> list[Result]:
+    done = []
+    for result in results:
+        done.append(result)
+        progress.done(stage, len(done), total)
+    return done

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -20,15 +19,13 @@ class _Reporter:
     def __init__(self, callback: Callback, interval: float):
         self.callback, self.interval = callback, interval
         self.last = time.monotonic()
-        self.lock = threading.Lock()
 
-    def done(self, stage: str, done: int, total: int) -> None:
-        with self.lock:
-            now = time.monotonic()
-            if now - self.last < self.interval:
-                return
-            self.last = now
-        self.callback({"stage": stage, "done": done, "total": total})
+    def report(self, stage: str, count: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self.last < self.interval:
+            return
+        self.last = now
+        self.callback({"stage": stage, "done": count, "total": total})
 
 
 _current: contextvars.ContextVar[_Reporter | None] = contextvars.ContextVar("progress", default=None)
@@ -46,6 +43,6 @@ def reporting_to(callback: Callback | None) -> Iterator[None]:
 
 
 def done(stage: str, count: int, total: int) -> None:
-    """`count` of the `total` pieces of `stage` are done."""
+    """`count` of the `total` pieces of `stage` are done (called from the request's own thread)."""
     if reporter := _current.get():
-        reporter.done(stage, count, total)
+        reporter.report(stage, count, total)
