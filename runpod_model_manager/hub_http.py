@@ -298,10 +298,15 @@ def fetch(
 
 
 def _why(exc: Exception) -> str:
+    # urllib3 makes NewConnectionError (and NameResolutionError under it) a ConnectTimeoutError: asked first, so
+    # that a refused connection or an unknown name is not reported as a timeout.
+    if isinstance(exc, urllib3.exceptions.NameResolutionError):
+        return "its name does not resolve"
+    if isinstance(exc, urllib3.exceptions.NewConnectionError):
+        cause = exc.__cause__
+        return cause.strerror.lower() if isinstance(cause, OSError) and cause.strerror else "no connection"
     if isinstance(exc, urllib3.exceptions.TimeoutError):
         return "timed out"
-    if isinstance(exc, urllib3.exceptions.NewConnectionError):
-        return "no connection"
     return type(exc).__name__
 
 
