@@ -284,7 +284,7 @@ def fetch(
                 discard(response)
             failure = None
         except HTTPError as exc:
-            failure = _why(exc)
+            failure = failure_reason(exc)
         except CertificateRefused:
             raise
         except Refused as exc:
@@ -297,7 +297,8 @@ def fetch(
     return answer
 
 
-def _why(exc: Exception) -> str:
+def failure_reason(exc: HTTPError) -> str:
+    """What went wrong with a connection, in a few words ("connection refused", "timed out", ...)."""
     # urllib3 makes NewConnectionError (and NameResolutionError under it) a ConnectTimeoutError: asked first, so
     # that a refused connection or an unknown name is not reported as a timeout.
     if isinstance(exc, urllib3.exceptions.NameResolutionError):

@@ -602,7 +602,7 @@ class TransferEngine:
                     raise _Cancelled(t.label) from None
 
     def _stream(self, t: Transfer, fd: int, part: _Part, recorder: _Recorder, cancel: Cancel) -> None:
-        from .hub_http import HTTPError, Refused, discard
+        from .hub_http import HTTPError, Refused, discard, failure_reason
 
         if cancel.is_set():
             raise _Cancelled(t.label)
@@ -622,7 +622,7 @@ class TransferEngine:
                 raise _Cancelled(t.label) from None
             if headers_due.expired:  # the deadline cut the connection
                 raise _Retryable(_headers_late(headers_due)) from exc
-            raise _Retryable(f"connection failed ({type(exc).__name__})") from exc
+            raise _Retryable(f"connection failed ({failure_reason(exc)})") from exc
         except Refused as exc:
             raise TransferError(f"{t.label}: {exc}") from None
         if headers_due.expired:  # the connection was cut: what arrived may be a part of the headers
