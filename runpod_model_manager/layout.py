@@ -58,12 +58,16 @@ def atomic_write_text(path: Path, text: str, durable: bool = True) -> None:
 def relative_symlink(target: Path, link: Path) -> None:
     """Point `link` at `target` with a relative symlink, replacing whatever is there atomically."""
     relative = os.path.relpath(target, link.parent)
-    try:  # the common cases in one system call: a new link, or the same link already there
+    try:  # a warm run: the same link already there, in one system call
+        if os.readlink(link) == relative:
+            return
+    except OSError:  # no such file, or not a link
+        pass
+    try:
         os.symlink(relative, link)
         return
     except FileExistsError:
-        if link.is_symlink() and os.readlink(link) == relative:
-            return
+        pass
     except FileNotFoundError:  # its folder does not exist yet
         link.parent.mkdir(parents=True, exist_ok=True)
     tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
