@@ -28,6 +28,7 @@ speakers split off in step 7 are lone speech already.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -285,7 +286,7 @@ def speaker_embeddings(
 
 
 def speaker_activity(
-    probabilities: np.ndarray, units, offsets: list[int], n_frames: int, n_speakers: int
+    probabilities: np.ndarray, units: Iterable[tuple[int, int, int]], offsets: list[int], n_frames: int, n_speakers: int
 ) -> np.ndarray:
     """(n_frames, n_speakers): for each speaker, the probability that it speaks (from the (chunks, frames, 3)
     `probabilities` of the local speakers that are its units: (chunk, local speaker, speaker or -1)), averaged
