@@ -191,6 +191,30 @@ def _assign(similarity: np.ndarray, chunk_of: np.ndarray) -> np.ndarray:
     return speakers
 
 
+def the_rest_as_new_speakers(
+    speakers: np.ndarray,
+    n_speakers: int,
+    embeddings: np.ndarray,
+    chunk_of: np.ndarray,
+    threshold: float,
+    room: int | None,
+) -> np.ndarray:
+    """`speakers` (one per unit, -1 where its chunk holds more units than there are speakers) with the units left
+    out grouped into new speakers as the clustering groups units (two of one chunk never together), numbered
+    from n_speakers; at most `room` new ones (None: no limit), the units of the others stay at -1. The
+    segmentation model says that each of them is someone other than the speakers of its chunk: dropped, their
+    speech would be lost."""
+    left = np.flatnonzero(speakers < 0)
+    if not len(left) or room == 0:
+        return speakers
+    same_chunk = chunk_of[left][:, None] == chunk_of[left][None, :]
+    labels = cluster(1 - embeddings[left] @ embeddings[left].T, same_chunk, threshold)
+    kept = labels < room if room is not None else np.ones(len(left), dtype=bool)
+    speakers = speakers.copy()
+    speakers[left[kept]] = n_speakers + labels[kept]
+    return speakers
+
+
 def speaker_changes(local: np.ndarray, offsets: list[int], n_frames: int) -> np.ndarray:
     """(n_frames,) True where, in the chunk whose centre is nearest, the local speakers who speak change."""
     frames = local.shape[1]
@@ -366,9 +390,11 @@ def _diarize(audio, segmentation, encoder, min_speakers, max_speakers, threshold
     labels = cluster_with_hint(distance, same_chunk, threshold, min_speakers, max_speakers)
     centroids = normalized(np.stack([embeddings[clustered][labels == s].mean(axis=0) for s in range(labels.max() + 1)]))
     speakers = _assign(embeddings @ centroids.T, chunk_of)
+    room = None if max_speakers is None else max_speakers - len(centroids)
+    speakers = the_rest_as_new_speakers(speakers, len(centroids), embeddings, chunk_of, threshold, room)
 
     units = zip(chunk_of, speaker_of, speakers, strict=True)
-    activity = speaker_activity(speaker_probabilities(scores), units, offsets, n_frames, len(centroids))
+    activity = speaker_activity(speaker_probabilities(scores), units, offsets, n_frames, int(speakers.max()) + 1)
     active = most_active(activity, count)
     windows = window_embeddings(features, SPLIT_WINDOW_HALF, encoder)
     active = without_short_speech(split_voices(active, windows, feature_frame, threshold, max_speakers))

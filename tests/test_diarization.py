@@ -28,6 +28,7 @@ from inference.diarization import (
     speaker_activity,
     speaker_changes,
     split_voices,
+    the_rest_as_new_speakers,
     without_short_speech,
 )
 from inference.segmentation import (
@@ -279,6 +280,20 @@ def test_where_two_speakers_speak_in_every_chunk_the_more_probable_one_is_kept_f
     one_voice = most_active(activity, np.ones(6, dtype=int))
     assert one_voice.tolist() == [[False, True]] * 6
     assert most_active(activity, np.full(6, 2)).all()
+
+
+def test_units_left_without_a_speaker_become_new_speakers_grouped_by_voice():
+    # Units 0-1 got speakers 0 and 1; units 2-5 were left out: their chunks hold more units than speakers.
+    voices = normalized(np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [0, 0.1, 1], [0, 0, 1], [1, 1, 1]]))
+    chunk_of = np.array([0, 0, 0, 1, 2, 2])
+    speakers = np.array([0, 1, -1, -1, -1, -1])
+
+    grouped = the_rest_as_new_speakers(speakers, 2, voices, chunk_of, 0.5, room=None)
+
+    # 2 and 3 alike (one voice); 4 alike too but in 5's chunk, which is another voice: kept apart from it.
+    assert grouped.tolist() == [0, 1, 2, 2, 2, 3]
+    assert the_rest_as_new_speakers(speakers, 2, voices, chunk_of, 0.5, room=1).tolist() == [0, 1, 2, 2, 2, -1]
+    assert the_rest_as_new_speakers(speakers, 2, voices, chunk_of, 0.5, room=0).tolist() == speakers.tolist()
 
 
 def test_one_at_a_time_keeps_the_most_active_speaker_of_each_frame():
