@@ -11,7 +11,8 @@
    it speaks alone (all of its frames when it is alone for under half a second);
 5. clustering: units alone for long enough are grouped by average-linkage agglomeration on cosine distance
    (two units of one chunk never together); every unit then goes to the most similar speaker, the units of
-   one chunk to different speakers;
+   one chunk to different speakers; the units left over (a chunk with more units than there are speakers)
+   are grouped the same way into new speakers;
 6. reconstruction: each speaker's activity (the probability that it speaks) averaged over the chunks; each
    frame keeps its `count` most active speakers, so overlapping speech yields overlapping turns; speech
    under 0.3 s is dropped;
