@@ -179,6 +179,13 @@ def cluster_with_hint(
     return labels
 
 
+def voice_distances(embeddings: np.ndarray, chunk_of: np.ndarray, units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For `cluster`: the cosine distances between the (normalised) embeddings of `units`, and which pairs of
+    them belong to one chunk (two people for the segmentation model: never together)."""
+    chosen, chunks = embeddings[units], chunk_of[units]
+    return 1 - chosen @ chosen.T, chunks[:, None] == chunks[None, :]
+
+
 def _assign(similarity: np.ndarray, chunk_of: np.ndarray) -> np.ndarray:
     """The speaker of each unit: the most similar one, the units of one chunk on different speakers
     (Hungarian algorithm per chunk); -1 where a chunk has more than there are."""
@@ -208,8 +215,7 @@ def the_rest_as_new_speakers(
     left = np.flatnonzero(speakers < 0)
     if not len(left) or room == 0:
         return speakers
-    same_chunk = chunk_of[left][:, None] == chunk_of[left][None, :]
-    labels = cluster(1 - embeddings[left] @ embeddings[left].T, same_chunk, threshold)
+    labels = cluster(*voice_distances(embeddings, chunk_of, left), threshold)
     kept = labels < room if room is not None else np.ones(len(left), dtype=bool)
     speakers = speakers.copy()
     speakers[left[kept]] = n_speakers + labels[kept]
@@ -386,9 +392,7 @@ def _diarize(audio, segmentation, encoder, min_speakers, max_speakers, threshold
     clustered = np.flatnonzero(lone_rows >= CLUSTERING_FEATURES)
     if not len(clustered):
         clustered = np.array([int(np.argmax(lone_rows))])
-    same_chunk = chunk_of[clustered][:, None] == chunk_of[clustered][None, :]
-    distance = 1 - embeddings[clustered] @ embeddings[clustered].T
-    labels = cluster_with_hint(distance, same_chunk, threshold, min_speakers, max_speakers)
+    labels = cluster_with_hint(*voice_distances(embeddings, chunk_of, clustered), threshold, min_speakers, max_speakers)
     centroids = normalized(np.stack([embeddings[clustered][labels == s].mean(axis=0) for s in range(labels.max() + 1)]))
     speakers = _assign(embeddings @ centroids.T, chunk_of)
     room = None if max_speakers is None else max_speakers - len(centroids)

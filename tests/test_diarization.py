@@ -323,28 +323,30 @@ def test_window_embeddings_pool_the_features_around_each_row(campplus, block_row
     np.testing.assert_allclose(windows, expected, atol=1e-4)
 
 
-def test_segmentation_matches_pyannotes_torch_model_on_real_speech():
-    reference = json.loads((DATA / "segmentation_reference.json").read_text())
+@pytest.fixture(scope="module")
+def segmentation_model() -> SpeakerSegmentation:
     (weights,) = [files for spec, files in real_weights().items() if spec.source == "huggingface"]
-    segmentation = SpeakerSegmentation.from_checkpoint(next(iter(weights.values())))
+    return SpeakerSegmentation.from_checkpoint(next(iter(weights.values())))
+
+
+def test_segmentation_matches_pyannotes_torch_model_on_real_speech(segmentation_model):
+    reference = json.loads((DATA / "segmentation_reference.json").read_text())
     samples, _ = soundfile.read(DATA / "two_speakers.wav", dtype="float32")
 
-    log_probabilities = segmentation(samples, reference["starts"])[:, :: reference["every"]]
+    log_probabilities = segmentation_model(samples, reference["starts"])[:, :: reference["every"]]
 
     np.testing.assert_allclose(log_probabilities, reference["log_probabilities"], atol=3e-3)
 
 
-def test_segmentation_batches_on_several_threads_give_the_same_scores(monkeypatch):
-    (weights,) = [files for spec, files in real_weights().items() if spec.source == "huggingface"]
-    model = SpeakerSegmentation.from_checkpoint(next(iter(weights.values())))
+def test_segmentation_batches_on_several_threads_give_the_same_scores(segmentation_model, monkeypatch):
     samples, _ = soundfile.read(DATA / "two_speakers.wav", dtype="float32")
     starts = chunk_starts(len(samples), step_frames=20)
     monkeypatch.setattr(segmentation, "BATCH_CHUNKS", 3)
 
     monkeypatch.setattr(parallel, "cores", lambda: 1)
-    one_thread = model(samples, starts)
+    one_thread = segmentation_model(samples, starts)
     monkeypatch.setattr(parallel, "cores", lambda: 4)
-    threads = model(samples, starts)
+    threads = segmentation_model(samples, starts)
 
     assert len(starts) > 3 * parallel.MAX_THREADS
     np.testing.assert_array_equal(threads, one_thread)
@@ -363,14 +365,12 @@ def _threads_running(monkeypatch, owner: object, name: str) -> set[str]:
     return seen
 
 
-def test_a_thirty_second_request_is_segmented_on_every_core(monkeypatch):
-    (weights,) = [files for spec, files in real_weights().items() if spec.source == "huggingface"]
-    model = SpeakerSegmentation.from_checkpoint(next(iter(weights.values())))
+def test_a_thirty_second_request_is_segmented_on_every_core(segmentation_model, monkeypatch):
     samples, _ = soundfile.read(DATA / "two_speakers.wav", dtype="float32")
     monkeypatch.setattr(parallel, "cores", lambda: 2)
-    seen = _threads_running(monkeypatch, model, "_forward")
+    seen = _threads_running(monkeypatch, segmentation_model, "_forward")
 
-    model(samples[: 30 * SAMPLE_RATE], chunk_starts(30 * SAMPLE_RATE))
+    segmentation_model(samples[: 30 * SAMPLE_RATE], chunk_starts(30 * SAMPLE_RATE))
 
     assert len(seen) == 2
 
