@@ -42,24 +42,26 @@ def lstm_layer(sequence: np.ndarray, directions: list[LstmWeights]) -> np.ndarra
     for d, (input_weight, _, bias) in enumerate(directions):
         projected = (sequence @ input_weight + bias).transpose(1, 0, 2)
         gates_in[:, d] = projected[::-1] if d == 1 else projected
-    sigmoids = slice(0, 3 * hidden_size)
     hidden = np.zeros((n, batch, hidden_size), dtype=np.float32)
     cell = np.zeros_like(hidden)
     outputs = np.empty((steps, n, batch, hidden_size), dtype=np.float32)
     gates = np.empty((n, batch, 4 * hidden_size), dtype=np.float32)
+    # Views of `gates`, made once: each step is a dozen small numpy calls, and per-call overhead (and the GIL
+    # handed back and forth with the other threads') is as large as their arithmetic.
+    ifo = gates[..., : 3 * hidden_size]
+    i, f, o, g = np.split(gates, 4, axis=-1)
     for t in range(steps):
         np.matmul(hidden, hidden_weights, out=gates)
         gates += gates_in[t]
         np.tanh(gates, out=gates)
-        ifo = gates[..., sigmoids]
         ifo += 1.0
         ifo *= 0.5
-        i, f, o, g = np.split(gates, 4, axis=-1)
         cell *= f
-        cell += i * g
+        np.multiply(i, g, out=i)
+        cell += i
+        hidden = outputs[t]
         np.tanh(cell, out=hidden)
         hidden *= o
-        outputs[t] = hidden
     if n == 2:
         outputs[:, 1] = outputs[::-1, 1]
     return np.concatenate(list(outputs.transpose(1, 2, 0, 3)), axis=-1)
