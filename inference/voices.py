@@ -64,8 +64,14 @@ def voice_features(
     blocks = [
         (start, first, end, low, block) for start, first, end, energies in spans for low, block in _blocks(energies)
     ]
-    # Block by block, so that one long piece is spread over the cores too.
-    features = parallel_map(lambda block: encoder.frame_features((block[-1] - mean)[None])[0], blocks, "voices")
+    # Block by block, so that one long piece is spread over the cores too; the longest first, so that no core is
+    # left with a long one at the end while the others wait.
+    longest_first = sorted(range(len(blocks)), key=lambda index: -len(blocks[index][-1]))
+    computed = parallel_map(
+        lambda index: encoder.frame_features((blocks[index][-1] - mean)[None])[0], longest_first, "voices"
+    )
+    by_index = dict(zip(longest_first, computed, strict=True))
+    features = [by_index[index] for index in range(len(blocks))]
     frames = []
     for start, first, end, low, block in blocks:
         # CAM++'s output t is centred on filterbank frame 2 t of its input.
