@@ -388,6 +388,21 @@ def test_one_long_stretch_of_speech_is_encoded_on_every_core(campplus, monkeypat
     assert (np.diff(frames) > 0).all() and frames[0] == 0 and frames[-1] >= n_frames - 2
 
 
+def test_the_longest_piece_of_speech_is_encoded_first(campplus, monkeypatch):
+    """A long piece left for last keeps one core busy while the others wait."""
+    samples, _ = soundfile.read(DATA / "two_speakers.wav", dtype="float32")
+    monkeypatch.setattr(parallel, "cores", lambda: 1)  # in the order dispatched
+    lengths: list[int] = []
+    encode = campplus.frame_features
+    monkeypatch.setattr(campplus, "frame_features", lambda x: lengths.append(x.shape[1]) or encode(x))
+    pieces = [(0, 60), (60, 60 + 5 * SAMPLE_RATE // FRAME_SAMPLES)]
+
+    features, frames = voices.voice_features(samples, pieces, campplus)
+
+    assert lengths == sorted(lengths, reverse=True) and lengths[0] > lengths[1]
+    assert (np.diff(frames) > 0).all() and frames[0] == 0  # features in the pieces' order all the same
+
+
 @pytest.mark.parametrize(
     ("cpu_max", "cfs", "expected"),
     [
