@@ -87,8 +87,8 @@ def _relu_norm(x: np.ndarray, norm: tuple[np.ndarray, np.ndarray]) -> np.ndarray
 
 
 def _zero_padded(x: np.ndarray, widths: tuple[int, ...]) -> np.ndarray:
-    """x with widths[i] zeros before and after it on axis i (the axes not named: none): np.pad's zeros without its
-    overhead, which was a sixth of a pass over a short piece of speech (some sixty calls)."""
+    """x with zeros on both sides of its last len(widths) axes, widths[i] on each side of the i-th of them: np.pad's
+    zeros without its overhead, which was a sixth of a pass over a short piece of speech (some sixty calls)."""
     widths = (0,) * (x.ndim - len(widths)) + widths
     padded = np.zeros([n + 2 * w for n, w in zip(x.shape, widths, strict=True)], dtype=x.dtype)
     padded[tuple(slice(w, w + n) for n, w in zip(x.shape, widths, strict=True))] = x
