@@ -397,7 +397,7 @@ def test_the_longest_piece_of_speech_is_encoded_first(campplus, monkeypatch):
     monkeypatch.setattr(campplus, "frame_features", lambda x: lengths.append(x.shape[1]) or encode(x))
     pieces = [(0, 60), (60, 60 + 5 * SAMPLE_RATE // FRAME_SAMPLES)]
 
-    features, frames = voices.voice_features(samples, pieces, campplus)
+    _, frames = voices.voice_features(samples, pieces, campplus)
 
     assert lengths == sorted(lengths, reverse=True) and lengths[0] > lengths[1]
     assert (np.diff(frames) > 0).all() and frames[0] == 0  # features in the pieces' order all the same
